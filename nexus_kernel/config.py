@@ -1,0 +1,120 @@
+"""One ``Settings`` object for the whole process.
+
+Values come, highest priority first, from keyword arguments, ``NEXUS_*`` environment variables,
+and an optional ``nexus.toml`` in the working directory (or the file named by ``NEXUS_CONFIG``).
+No other module reads the environment: the object is built once, at start, and passed where needed.
+A wrong value fails at start with :class:`SettingsError`, whose message names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "NEXUS_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration.
+
+    Every field can be set as ``NEXUS_<FIELD>`` in the environment or as ``<field> = ...`` in
+    ``nexus.toml``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    home: Path = Field(Path(".nexus"), description="Directory for the registry, stores, spool and runs.")
+    store: str = Field(
+        "duckdb",
+        description="'duckdb' (file under home), 'memory', 'duckdb:///path.db' or a postgresql:// DSN.",
+    )
+    redis_url: SecretStr | None = Field(None, description="redis://host:port/db; enables Redis cache and bus.")
+    key_prefix: str = Field("nexus", description="Prefix of every Redis key this process uses.")
+
+    # Engine
+    batch_size: int = Field(10_000, gt=0, description="Records per micro-batch.")
+    batch_interval: float = Field(0.5, gt=0, description="Seconds before a partial micro-batch is flushed.")
+    buffer_batches: int = Field(64, gt=0, description="Micro-batches a source may buffer before it waits.")
+    allowed_lateness: float = Field(
+        60.0, ge=0, description="Seconds a record may arrive behind the watermark before it is late."
+    )
+    max_attr_bytes: int = Field(4096, gt=0, description="Largest serialized attributes of one record.")
+
+    # Simulator defaults used by `nexus up`
+    sim_series: int = Field(20, gt=0, le=100_000, description="Series the built-in simulator emits.")
+    sim_rate: float = Field(200.0, gt=0, description="Records per second per simulator stream.")
+    sim_seed: int = Field(7, description="Seed of the built-in simulator.")
+
+    # Gateway
+    host: str = Field("127.0.0.1", description="Address the gateway and dashboard bind to.")
+    port: int = Field(8765, ge=0, le=65535, description="Gateway port.")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value in ("duckdb", "memory") or value.startswith(("duckdb://", "postgresql://", "postgres://")):
+            return value
+        raise ValueError("expected 'duckdb', 'memory', 'duckdb:///path' or a postgresql:// DSN")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "nexus.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    @property
+    def registry_path(self) -> Path:
+        return self.home / "streams.json"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item["loc"]) or "?"
+        env = ENV_PREFIX + name.upper().replace(".", "__")
+        parts.append(f"setting '{name}' ({env}): {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning a validation failure into a one-line :class:`SettingsError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None

@@ -1,0 +1,453 @@
+"""Records, their validation, and the dead-letter queue.
+
+A *record* is one observation: ``stream``, ``series`` (the series key), ``ts`` (event time, timezone-aware
+UTC), ``seq`` (a per-source sequence number), one or more numeric *fields*, and optional ``attrs``
+(a JSON object, kept as its JSON text). Records travel in micro-batches: a pandas DataFrame with one row
+per record and those columns — the *batch contract* every source, step, sink and store shares::
+
+    stream: str   series: str   ts: datetime64[ns, UTC]   seq: int64   <field>...: float64   [attrs: str]
+
+:class:`Validator` turns a raw batch (any dtypes: strings for times, objects for values) into a clean
+batch, vectorized over the whole frame. Bad rows are split off — never dropped, never raised — into a
+dead-letter frame that keeps the original payload and says why:
+
+=====================  ==============================================================
+reason                 meaning
+=====================  ==============================================================
+``missing_time``       no event time
+``bad_time``           an event time that cannot be parsed
+``missing_series``     no series key
+``unknown_series``     series not declared by a closed schema
+``non_numeric``        a field value that is not a number
+``not_finite``         a field value that is NaN, missing or infinite
+``late``               event time behind the series' watermark by more than the allowed lateness
+``oversized_attrs``    attributes whose JSON is larger than the limit
+``bad_attrs``          attributes that are not a JSON object
+=====================  ==============================================================
+
+A row with several faults is dead-lettered once, under the first reason in that table.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "STREAM",
+    "SERIES",
+    "TIME",
+    "SEQ",
+    "ATTRS",
+    "KEY_COLUMNS",
+    "REASONS",
+    "DEAD_LETTER_COLUMNS",
+    "Schema",
+    "Validator",
+    "Validated",
+    "DeadLetterQueue",
+    "field_columns",
+    "empty_batch",
+    "empty_dead_letters",
+]
+
+STREAM, SERIES, TIME, SEQ, ATTRS = "stream", "series", "ts", "seq", "attrs"
+KEY_COLUMNS: tuple[str, ...] = (STREAM, SERIES, TIME, SEQ)
+_RESERVED = frozenset((*KEY_COLUMNS, ATTRS))
+
+REASONS: tuple[str, ...] = (
+    "missing_time",
+    "bad_time",
+    "missing_series",
+    "unknown_series",
+    "non_numeric",
+    "not_finite",
+    "late",
+    "oversized_attrs",
+    "bad_attrs",
+)
+_REASON_RANK = {reason: rank for rank, reason in enumerate(REASONS)}
+
+DEAD_LETTER_COLUMNS: tuple[str, ...] = ("stream", "reason", "detail", "payload", "received_at", "seq")
+
+
+def field_columns(batch: pd.DataFrame) -> list[str]:
+    """The numeric field columns of a batch: every column that is not a key or ``attrs``."""
+    return [c for c in batch.columns if c not in _RESERVED]
+
+
+def empty_batch(fields: Sequence[str] = ("value",)) -> pd.DataFrame:
+    """A batch with no rows and the contract's dtypes."""
+    frame = pd.DataFrame(
+        {
+            STREAM: pd.Series([], dtype="string"),
+            SERIES: pd.Series([], dtype="string"),
+            TIME: pd.Series([], dtype="datetime64[ns, UTC]"),
+            SEQ: pd.Series([], dtype="int64"),
+        }
+    )
+    for name in fields:
+        frame[name] = pd.Series([], dtype="float64")
+    return frame
+
+
+def empty_dead_letters() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "stream": pd.Series([], dtype="string"),
+            "reason": pd.Series([], dtype="string"),
+            "detail": pd.Series([], dtype="string"),
+            "payload": pd.Series([], dtype="string"),
+            "received_at": pd.Series([], dtype="datetime64[ns, UTC]"),
+            "seq": pd.Series([], dtype="int64"),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a stream accepts.
+
+    Parameters
+    ----------
+    stream
+        Stream name written into every record that does not carry one.
+    fields
+        Numeric field columns. ``None`` takes every column that is not a key or ``attrs``.
+    series
+        Declared series keys. When given the schema is *closed*: other keys are dead-lettered as
+        ``unknown_series``.
+    allowed_lateness
+        How far behind the newest event time seen for its series a record may arrive.
+    max_attr_bytes
+        Largest UTF-8 size of a record's attributes as JSON.
+    """
+
+    stream: str
+    fields: tuple[str, ...] | None = None
+    series: frozenset[str] | None = None
+    allowed_lateness: timedelta = timedelta(seconds=60)
+    max_attr_bytes: int = 4096
+
+    @property
+    def closed(self) -> bool:
+        return self.series is not None
+
+
+@dataclass
+class Validated:
+    """The two halves of a validated batch."""
+
+    good: pd.DataFrame
+    dead: pd.DataFrame
+
+    def __iter__(self):  # allows ``good, dead = validator(batch)``
+        yield self.good
+        yield self.dead
+
+
+class Validator:
+    """Vectorized validation of raw micro-batches against a :class:`Schema`.
+
+    Keeps, per series, the newest event time seen so far, so that lateness is judged across batches.
+    That state is bounded by the number of series. Rows come out in input order; ``seq`` is filled from
+    a running counter where the source gave none.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> v = Validator(Schema("pumps"))
+    >>> good, dead = v(pd.DataFrame({"series": ["a", "a"], "ts": ["2024-01-01T00:00:00Z", "nope"],
+    ...                              "value": [1.0, 2.0]}))
+    >>> len(good), list(dead["reason"])
+    (1, ['bad_time'])
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._newest: dict[str, pd.Timestamp] = {}
+        self._next_seq = 0
+        self._lateness = pd.Timedelta(schema.allowed_lateness)
+
+    def __call__(self, raw: pd.DataFrame) -> Validated:
+        return self.validate(raw)
+
+    def validate(self, raw: pd.DataFrame) -> Validated:
+        n = len(raw)
+        if n == 0:
+            return Validated(empty_batch(self.schema.fields or ("value",)), empty_dead_letters())
+        raw = raw.reset_index(drop=True)
+        reason = np.full(n, len(REASONS), dtype=np.int16)  # len(REASONS) means "good"
+        detail = np.full(n, "", dtype=object)
+
+        def flag(mask: np.ndarray, name: str, text: str | np.ndarray = "") -> None:
+            rank = _REASON_RANK[name]
+            hit = mask & (reason > rank)
+            if hit.any():
+                reason[hit] = rank
+                detail[hit] = text if isinstance(text, str) else text[hit]
+
+        ts = self._times(raw, flag)
+        series = self._series(raw, flag)
+        fields = self._fields(raw)
+        values = {}
+        for name in fields:
+            values[name] = self._numbers(raw[name], name, flag)
+        attrs = self._attrs(raw, flag) if ATTRS in raw.columns else None
+
+        candidate = reason == len(REASONS)
+        late = self._late(series, ts, candidate)
+        flag(late, "late", "behind watermark by more than allowed lateness")
+
+        good_mask = reason == len(REASONS)
+        seq = self._sequence(raw, n)
+        good = pd.DataFrame(
+            {
+                STREAM: pd.array(self._stream_column(raw, good_mask), dtype="string"),
+                SERIES: pd.array(series[good_mask], dtype="string"),
+                TIME: pd.DatetimeIndex(ts[good_mask]).tz_localize("UTC"),
+                SEQ: seq[good_mask],
+            }
+        )
+        for name in fields:
+            good[name] = values[name][good_mask]
+        if attrs is not None:
+            good[ATTRS] = pd.array(attrs[good_mask], dtype="string")
+        self._advance(good)
+        dead = self._dead_letters(raw, ~good_mask, reason, detail, seq)
+        return Validated(good, dead)
+
+    # -- columns -------------------------------------------------------------------------------
+
+    def _times(self, raw: pd.DataFrame, flag: Callable[..., None]) -> np.ndarray:
+        n = len(raw)
+        if TIME not in raw.columns:
+            flag(np.ones(n, dtype=bool), "missing_time", f"no '{TIME}' column")
+            return np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+        column = raw[TIME]
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            parsed = column.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(column.dtype):
+            parsed = column.dt.tz_localize("UTC")  # naive event times are taken as UTC
+        else:
+            parsed = self._parse_times(column)
+        missing = column.isna().to_numpy()
+        bad = parsed.isna().to_numpy() & ~missing
+        flag(missing, "missing_time", "event time is empty")
+        flag(bad, "bad_time", "event time cannot be parsed")
+        return parsed.dt.tz_convert(None).dt.as_unit("ns").to_numpy()  # naive UTC datetime64[ns]
+
+    @staticmethod
+    def _parse_times(column: pd.Series) -> pd.Series:
+        if pd.api.types.is_numeric_dtype(column.dtype):
+            # numbers are seconds since the epoch
+            secs = pd.to_numeric(column, errors="coerce").astype("float64")
+            secs = secs.where(np.isfinite(secs))
+            return pd.to_datetime(secs, unit="s", utc=True, errors="coerce")
+        text = column.astype("string")
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        retry = parsed.isna() & text.notna()
+        if retry.any():  # mixed formats: parse the leftovers one by one
+            parsed = parsed.copy()
+            parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
+        return parsed
+
+    def _series(self, raw: pd.DataFrame, flag: Callable[..., None]) -> np.ndarray:
+        n = len(raw)
+        if SERIES not in raw.columns:
+            return np.full(n, "default", dtype=object)
+        column = raw[SERIES]
+        text = column.astype("string").fillna("")
+        missing = column.isna().to_numpy() | (text.str.len() == 0).to_numpy()
+        flag(missing, "missing_series", "series key is empty")
+        values = text.to_numpy(dtype=object)
+        if self.schema.series is not None:
+            unknown = ~missing & ~text.isin(self.schema.series).to_numpy()
+            flag(unknown, "unknown_series", "series is not declared by the stream's schema")
+        return values
+
+    def _fields(self, raw: pd.DataFrame) -> list[str]:
+        if self.schema.fields is not None:
+            return list(self.schema.fields)
+        names = field_columns(raw)
+        return names or ["value"]
+
+    @staticmethod
+    def _numbers(column: pd.Series | None, name: str, flag: Callable[..., None]) -> np.ndarray:
+        if column is None:
+            raise KeyError(name)
+        if pd.api.types.is_float_dtype(column.dtype) or pd.api.types.is_integer_dtype(column.dtype):
+            numbers = column.to_numpy(dtype="float64", na_value=np.nan)
+            non_numeric = np.zeros(len(column), dtype=bool)
+        else:
+            coerced = pd.to_numeric(column, errors="coerce")
+            numbers = coerced.to_numpy(dtype="float64", na_value=np.nan)
+            non_numeric = np.isnan(numbers) & column.notna().to_numpy()
+            if pd.api.types.is_bool_dtype(column.dtype) or column.map(type).eq(bool).any():
+                non_numeric |= column.map(lambda v: isinstance(v, bool)).to_numpy()
+            # strings that pandas reads as NaN/inf are values, not garbage: judge them as not finite
+            textual = column.astype("string").str.strip().str.lower()
+            spelled = textual.isin(["nan", "inf", "-inf", "+inf", "infinity", "-infinity"]).fillna(False).to_numpy()
+            non_numeric &= ~spelled
+        flag(non_numeric, "non_numeric", f"field '{name}' is not a number")
+        flag(~np.isfinite(numbers) & ~non_numeric, "not_finite", f"field '{name}' is missing, NaN or infinite")
+        return numbers
+
+    def _attrs(self, raw: pd.DataFrame, flag: Callable[..., None]) -> np.ndarray:
+        column = raw[ATTRS]
+
+        def encode(value: Any) -> str | None:
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                return None
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    return "\0"
+            if not isinstance(value, dict):
+                return "\0"
+            return json.dumps(value, separators=(",", ":"), default=str)
+
+        encoded = column.map(encode)
+        bad = (encoded == "\0").to_numpy()
+        flag(bad, "bad_attrs", "attrs is not a JSON object")
+        sizes = encoded.map(lambda s: len(s.encode()) if isinstance(s, str) else 0).to_numpy()
+        flag(sizes > self.schema.max_attr_bytes, "oversized_attrs",
+             f"attrs larger than {self.schema.max_attr_bytes} bytes")
+        out = encoded.to_numpy(dtype=object)
+        out[bad] = None
+        return out
+
+    def _stream_column(self, raw: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+        if STREAM in raw.columns:
+            given = raw[STREAM].astype("string").fillna(self.schema.stream).to_numpy(dtype=object)
+            return given[mask]
+        return np.full(int(mask.sum()), self.schema.stream, dtype=object)
+
+    def _sequence(self, raw: pd.DataFrame, n: int) -> np.ndarray:
+        if SEQ in raw.columns:
+            given = pd.to_numeric(raw[SEQ], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            fallback = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+            seq = np.where(np.isfinite(given), np.nan_to_num(given), fallback).astype(np.int64)
+            self._next_seq = max(self._next_seq + n, int(seq.max()) + 1)
+            return seq
+        seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        self._next_seq += n
+        return seq
+
+    # -- lateness ------------------------------------------------------------------------------
+
+    def _late(self, series: np.ndarray, ts: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+        """Rows whose time is behind the newest time of their series by more than the lateness.
+
+        The newest time includes earlier rows of this batch, so the answer does not depend on how
+        records were cut into batches.
+        """
+        late = np.zeros(len(ts), dtype=bool)
+        if not candidate.any():
+            return late
+        idx = np.flatnonzero(candidate)
+        frame = pd.DataFrame({"s": series[idx], "t": ts[idx]})
+        running = frame.groupby("s", sort=False)["t"].cummax().to_numpy()
+        if self._newest:
+            prior = frame["s"].map(self._newest_naive()).to_numpy(dtype="datetime64[ns]")
+            has_prior = ~np.isnat(prior)
+            running = np.where(has_prior & (prior > running), prior, running)
+        late[idx] = ts[idx] < running - self._lateness.to_timedelta64()
+        return late
+
+    def _newest_naive(self) -> dict[str, np.datetime64]:
+        return {k: v.tz_convert(None).to_datetime64() for k, v in self._newest.items()}
+
+    def _advance(self, good: pd.DataFrame) -> None:
+        if good.empty:
+            return
+        newest = good.groupby(SERIES, sort=False, observed=True)[TIME].max()
+        for key, stamp in newest.items():
+            known = self._newest.get(key)
+            if known is None or stamp > known:
+                self._newest[key] = stamp
+
+    def newest(self) -> dict[str, pd.Timestamp]:
+        """Newest event time seen per series (a copy)."""
+        return dict(self._newest)
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def _dead_letters(
+        self, raw: pd.DataFrame, mask: np.ndarray, reason: np.ndarray, detail: np.ndarray, seq: np.ndarray
+    ) -> pd.DataFrame:
+        if not mask.any():
+            return empty_dead_letters()
+        rows = raw.loc[mask]
+        payload = [json.dumps(row, default=str, allow_nan=True) for row in rows.to_dict(orient="records")]
+        names = np.asarray(REASONS, dtype=object)[reason[mask]]
+        return pd.DataFrame(
+            {
+                "stream": pd.array(np.full(len(rows), self.schema.stream, dtype=object), dtype="string"),
+                "reason": pd.array(names, dtype="string"),
+                "detail": pd.array(detail[mask], dtype="string"),
+                "payload": pd.array(payload, dtype="string"),
+                "received_at": pd.Timestamp.now(tz="UTC"),
+                "seq": seq[mask],
+            }
+        ).astype({"received_at": "datetime64[ns, UTC]"})
+
+
+@dataclass
+class DeadLetterQueue:
+    """Where bad records wait, with their reasons.
+
+    Keeps the newest ``capacity`` dead letters in memory for inspection and counts every one by reason.
+    Nothing is lost when the memory bound is reached: every dead letter is also handed to each
+    registered sink (a store table, a file) as it arrives.
+    """
+
+    capacity: int = 10_000
+    sinks: list[Callable[[pd.DataFrame], None]] = field(default_factory=list)
+    _recent: deque = field(default_factory=deque, init=False, repr=False)
+    _counts: Counter = field(default_factory=Counter, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def put(self, dead: pd.DataFrame) -> None:
+        if dead is None or dead.empty:
+            return
+        with self._lock:
+            self._counts.update(dead["reason"].astype(str).tolist())
+            for record in dead.to_dict(orient="records"):
+                self._recent.append(record)
+                if len(self._recent) > self.capacity:
+                    self._recent.popleft()
+        for sink in self.sinks:
+            sink(dead)
+
+    def add_sink(self, sink: Callable[[pd.DataFrame], None]) -> None:
+        self.sinks.append(sink)
+
+    @property
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def recent(self, limit: int | None = None) -> pd.DataFrame:
+        with self._lock:
+            rows = list(self._recent)[-limit:] if limit else list(self._recent)
+        return pd.DataFrame(rows, columns=list(DEAD_LETTER_COLUMNS)) if rows else empty_dead_letters()
+
+    def __len__(self) -> int:
+        return self.total
+
+    def extend(self, batches: Iterable[pd.DataFrame]) -> None:
+        for batch in batches:
+            self.put(batch)
