@@ -1,0 +1,57 @@
+"""Nexus Stream: a Jupyter workbench for analysts who watch live data streams.
+
+The surface an analyst touches::
+
+    import nexus_kernel as nk
+
+    pipe = (nk.Pipeline.from_source(nk.sources.replay("pumps.csv", time="ts", speed=60))
+              .validate()
+              .window("1min", agg=["mean", "max"])
+              .sink(nk.store()))
+    pipe.start(); pipe.status(); pipe.stop()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .config import Settings, SettingsError, load_settings
+from .engine import Pipeline, StreamManager, Window, sources
+from .events import DeadLetterQueue, Schema, Validator
+
+__all__ = [
+    "DeadLetterQueue",
+    "Pipeline",
+    "Schema",
+    "Settings",
+    "SettingsError",
+    "StreamManager",
+    "Validator",
+    "Window",
+    "__version__",
+    "load_settings",
+    "sources",
+    "store",
+]
+
+# Heavier parts load on first use, so that `import nexus_kernel` stays quick in a kernel.
+_LAZY = {
+    "detect": "nexus_kernel.analysis",
+    "forecast": "nexus_kernel.analysis",
+    "open_store": "nexus_kernel.storage",
+}
+
+
+def store(target: str | Settings | None = None) -> Any:
+    """The configured store (DuckDB under ``.nexus/`` by default), or the one ``target`` names."""
+    storage = importlib.import_module("nexus_kernel.storage")
+    return storage.open_store(target if target is not None else load_settings())
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nexus_kernel' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)

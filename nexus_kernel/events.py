@@ -23,9 +23,11 @@ reason                 meaning
 ``late``               event time behind the series' watermark by more than the allowed lateness
 ``oversized_attrs``    attributes whose JSON is larger than the limit
 ``bad_attrs``          attributes that are not a JSON object
+``processing_error``   a pipeline step failed on the batch the row was in (detail: the error)
 =====================  ==============================================================
 
-A row with several faults is dead-lettered once, under the first reason in that table.
+A row with several faults is dead-lettered once, under the first reason in that table; lateness is
+judged only for rows that are otherwise valid.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = [
     "field_columns",
     "empty_batch",
     "empty_dead_letters",
+    "make_dead_letters",
 ]
 
 STREAM, SERIES, TIME, SEQ, ATTRS = "stream", "series", "ts", "seq", "attrs"
@@ -73,6 +76,7 @@ REASONS: tuple[str, ...] = (
     "late",
     "oversized_attrs",
     "bad_attrs",
+    "processing_error",
 )
 _REASON_RANK = {reason: rank for rank, reason in enumerate(REASONS)}
 
@@ -110,6 +114,27 @@ def empty_dead_letters() -> pd.DataFrame:
             "seq": pd.Series([], dtype="int64"),
         }
     )
+
+
+def make_dead_letters(rows: pd.DataFrame, stream: str, reason: str, detail: str) -> pd.DataFrame:
+    """Dead letters for whole rows of a batch (each row's payload kept as JSON)."""
+    if reason not in _REASON_RANK:
+        raise ValueError(f"unknown dead-letter reason '{reason}'")
+    if rows.empty:
+        return empty_dead_letters()
+    payload = [json.dumps(r, default=str) for r in rows.to_dict(orient="records")]
+    n = len(rows)
+    seq = rows[SEQ].to_numpy(dtype="int64") if SEQ in rows.columns else np.full(n, -1, dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "stream": pd.array([stream] * n, dtype="string"),
+            "reason": pd.array([reason] * n, dtype="string"),
+            "detail": pd.array([detail] * n, dtype="string"),
+            "payload": pd.array(payload, dtype="string"),
+            "received_at": pd.Timestamp.now(tz="UTC"),
+            "seq": seq,
+        }
+    ).astype({"received_at": "datetime64[ns, UTC]"})
 
 
 @dataclass(frozen=True)

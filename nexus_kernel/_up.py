@@ -1,0 +1,227 @@
+"""``nexus up``: run the streams of a Nexus home on embedded defaults and show them live.
+
+One process owns the home while it runs (``up.pid``); it restores the saved streams, creates the
+built-in simulator stream on first start, reconciles with changes the CLI makes to the registry, writes
+``status.json`` every second for other processes, and stops cleanly on Ctrl-C or SIGTERM — saved
+states untouched, so the next ``nexus up`` resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from .config import Settings
+from .engine import Pipeline, StreamManager, sources
+from .events import SERIES, TIME
+
+__all__ = ["run_up", "default_pipeline", "read_status", "up_pid"]
+
+DEFAULT_STREAM = "sensors"
+
+
+class HomeBusyError(RuntimeError):
+    """Another live process already runs this Nexus home."""
+
+
+def up_pid(settings: Settings) -> int | None:
+    """PID of the live ``nexus up`` owning this home, if any."""
+    path = settings.home / "up.pid"
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def read_status(settings: Settings) -> dict[str, Any] | None:
+    """The status the live ``nexus up`` last wrote, or None when none runs."""
+    if up_pid(settings) is None:
+        return None
+    try:
+        return json.loads((settings.home / "status.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def default_pipeline(settings: Settings) -> Pipeline:
+    """The built-in stream: simulated sensors, validated, aggregated per minute.
+
+    Event time advances with the wall clock: the tick spacing is ``series / rate`` seconds.
+    """
+    freq = pd.Timedelta(seconds=settings.sim_series / settings.sim_rate)
+    source = sources.simulator(
+        series=settings.sim_series, freq=str(freq), rate=settings.sim_rate, seed=settings.sim_seed,
+        anomaly_rate=6.0, bad_rate=0.002, stream=DEFAULT_STREAM,
+    )
+    return (Pipeline.from_source(source, name=DEFAULT_STREAM, settings=settings)
+            .validate()
+            .window("1min", agg=["count", "mean", "min", "max"]))
+
+
+class LatestValues:
+    """Newest value per series of the records a pipeline accepted (vectorized per batch)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[pd.Timestamp, float]] = {}
+
+    def __call__(self, batch: pd.DataFrame) -> None:
+        if batch is None or batch.empty or "value" not in batch.columns:
+            return
+        newest = batch.sort_values(TIME, kind="mergesort").groupby(SERIES, observed=True).tail(1)
+        for series, ts, value in zip(newest[SERIES], newest[TIME], newest["value"]):
+            self.values[str(series)] = (ts, float(value))
+
+
+class UpView:
+    """What ``nexus up`` shows: a rich live table on a terminal, one line per stream otherwise."""
+
+    def __init__(self, manager: StreamManager, console: Console, headless: bool) -> None:
+        self.manager = manager
+        self.console = console
+        self.headless = headless
+        self.latest: dict[str, LatestValues] = {}
+
+    def watch(self, name: str, pipe: Pipeline) -> None:
+        if name in self.latest:
+            return
+        tracker = LatestValues()
+        node = pipe.node_after("validate")
+        if node is not None:
+            node.sink(tracker)
+            self.latest[name] = tracker
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        rows = self.manager.status()
+        assert isinstance(rows, list)
+        for row in rows:
+            pipe = self.manager.pipelines.get(row["name"])
+            info = getattr(pipe.source, "info", None) if pipe else None
+            row["anomalies_injected"] = info()["anomalies_injected"] if callable(info) else None
+            tracker = self.latest.get(row["name"])
+            row["latest"] = {k: round(v[1], 3) for k, v in sorted(tracker.values.items())} if tracker else {}
+        return rows
+
+    def render(self, rows: list[dict[str, Any]]) -> Group:
+        table = Table(title="Nexus streams", expand=False)
+        for col in ("stream", "state", "source", "rate/s", "lag s", "in", "out", "dead letters", "anomalies injected"):
+            table.add_column(col, justify="right" if col not in ("stream", "state", "source") else "left")
+        for r in rows:
+            table.add_row(r["name"], r["state"], r["source"], f"{r['rate']:.0f}",
+                          "-" if r["lag"] is None else f"{r['lag']:.1f}", f"{r['records_in']:,}",
+                          f"{r['records_out']:,}", f"{r['dead_letters']:,}",
+                          "-" if r["anomalies_injected"] is None else str(r["anomalies_injected"]))
+        parts: list[Any] = [table]
+        for r in rows:
+            if not r["latest"]:
+                continue
+            values = Table(title=f"{r['name']}: last value per series", expand=False)
+            items = list(r["latest"].items())[:12]
+            for key, _ in items:
+                values.add_column(key, justify="right")
+            values.add_row(*(f"{v:.2f}" for _, v in items))
+            parts.append(values)
+            if r.get("last_error"):
+                parts.append(f"[red]last error:[/red] {r['last_error']}")
+        return Group(*parts)
+
+    def line(self, rows: list[dict[str, Any]]) -> str:
+        out = []
+        for r in rows:
+            latest = " ".join(f"{k}={v:.2f}" for k, v in list(r["latest"].items())[:5])
+            out.append(
+                f"{time.strftime('%H:%M:%S')} stream={r['name']} state={r['state']} rate={r['rate']:.0f}/s "
+                f"in={r['records_in']} out={r['records_out']} dead_letters={r['dead_letters']} "
+                f"anomalies_injected={r['anomalies_injected']} {latest}".rstrip())
+        return "\n".join(out)
+
+
+async def run_up(settings: Settings, headless: bool = False, duration: float | None = None,
+                 console: Console | None = None, on_ready: Callable[[], None] | None = None) -> int:
+    """Run until Ctrl-C / SIGTERM (or ``duration`` seconds). Returns the exit code."""
+    console = console or Console()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    pid = up_pid(settings)
+    if pid is not None and pid != os.getpid():
+        raise HomeBusyError(f"nexus up is already running for {settings.home} (pid {pid})")
+    pid_path = settings.home / "up.pid"
+    pid_path.write_text(str(os.getpid()))
+    manager = StreamManager(settings, run=True)
+    view = UpView(manager, console, headless)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if not manager.streams():
+            manager.create(DEFAULT_STREAM, default_pipeline(settings))
+            manager.start(DEFAULT_STREAM)
+        restored = manager.restore()
+        for name in manager.pipelines:
+            view.watch(name, manager.pipelines[name])
+        console.print(f"nexus up: home {settings.home.resolve()} · streams running: "
+                      f"{', '.join(restored) or 'none'} · Ctrl-C to stop", highlight=False)
+        if on_ready:
+            on_ready()
+        deadline = None if duration is None else time.monotonic() + duration
+        live = None if headless else Live(view.render(view.snapshot()), console=console, refresh_per_second=4)
+        with live or contextlib.nullcontext():
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                manager.reconcile()
+                for name, pipe in manager.pipelines.items():
+                    view.watch(name, pipe)
+                rows = view.snapshot()
+                _write_status(settings.home / "status.json", rows)
+                if live is not None:
+                    live.update(view.render(rows))
+                else:
+                    console.print(view.line(rows), highlight=False, soft_wrap=True)
+                    sys.stdout.flush()
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+    finally:
+        await manager.shutdown_async()
+        with contextlib.suppress(FileNotFoundError):
+            pid_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (settings.home / "status.json").unlink()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    console.print("nexus up: stopped cleanly", highlight=False)
+    return 0
+
+
+def _write_status(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"time": time.time(), "streams": rows}, default=_plain))
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)

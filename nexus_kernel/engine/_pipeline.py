@@ -1,0 +1,454 @@
+"""The fluent pipeline: a source, then steps, run on streamz.
+
+::
+
+    pipe = (Pipeline.from_source(sources.replay("pumps.csv", time="ts", speed=60))
+              .validate()
+              .window("1min", agg=["mean", "max"])
+              .sink(print))
+    pipe.start(); pipe.status(); pipe.stop()
+
+Each step is a node of a streamz graph (``pipe.stream`` is the last node, so anything streamz can do —
+``pipe.stream.sink(buffer.send)`` for a live plot — works on the output). Micro-batches are pushed
+through the whole graph synchronously; only then is the source told to ``commit``, so an
+acknowledging source never acknowledges a record whose batch did not reach every sink.
+
+A step that raises never stops the pipeline: the batch goes to the dead-letter queue with reason
+``processing_error`` (its payload kept), the error is counted and shown in ``status()``, and the next
+batch is processed. A source that raises puts the pipeline in state ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pandas as pd
+import streamz
+
+from ..config import Settings, load_settings
+from ..events import TIME, DeadLetterQueue, make_dead_letters
+from ._loop import running_loop, submit
+from ._steps import Apply, Filter, Sink, StepContext, Validate, bind, flush, spec_of, steps
+from ._windows import Window
+from .sources import BoundedBuffer, Source
+
+__all__ = ["Pipeline", "PipelineStateError", "rebatch"]
+
+STATES = ("created", "running", "paused", "stopped", "failed")
+
+
+class PipelineStateError(RuntimeError):
+    """An operation is not allowed in the pipeline's current state."""
+
+
+class _Guarded:
+    """Runs one step; turns its exceptions into dead letters instead of stopping the stream."""
+
+    def __init__(self, step: Any, pipeline: "Pipeline") -> None:
+        self.step = step
+        self.pipeline = pipeline
+        self.name = getattr(step, "kind", None) or getattr(step, "__name__", type(step).__name__)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None:
+        try:
+            return self.step(batch)
+        except Exception as exc:  # noqa: BLE001 - the stream must survive any step
+            self.pipeline._step_failed(self.name, exc, batch)
+            return None
+
+
+def _nonempty(batch: Any) -> bool:
+    return batch is not None and len(batch) > 0
+
+
+class Pipeline:
+    """A source and a chain of steps with a lifecycle.
+
+    Parameters
+    ----------
+    source
+        Any :class:`~nexus_kernel.engine.sources.Source`.
+    name
+        Stream name written into records (defaults to the source's ``stream`` parameter or kind).
+    settings
+        The process settings; loaded from the environment when omitted.
+    """
+
+    def __init__(self, source: Source, name: str | None = None, settings: Settings | None = None) -> None:
+        self.source = source
+        self.name = name or source.params.get("stream") or source.kind
+        self.settings = settings or load_settings()
+        self.dead_letters = DeadLetterQueue()
+        self.services: dict[str, Any] = {}
+        self.state = "created"
+        self.last_error: str | None = None
+        self.errors = 0
+        self.records_in = 0
+        self.records_out = 0
+        self.batches = 0
+        self.newest_event: pd.Timestamp | None = None
+        self.started_at: float | None = None
+        self._rates: deque[tuple[float, int]] = deque(maxlen=4096)
+        self._started_mono: float | None = None
+        self._steps: list[Any] = []
+        self._head = streamz.Stream(stream_name=f"{self.name}:source")
+        self._nodes: list[streamz.Stream] = []
+        self._batch_size = self.settings.batch_size
+        self._batch_interval = self.settings.batch_interval
+        self._task: asyncio.Task[None] | asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resume: asyncio.Event | None = None
+        self._paused = False
+        self._stopping = False
+        self._collected: list[pd.DataFrame] | None = None
+        self._counting = False
+
+    # -- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_source(cls, source: Source, name: str | None = None, settings: Settings | None = None) -> "Pipeline":
+        return cls(source, name=name, settings=settings)
+
+    def then(self, step: Any) -> "Pipeline":
+        """Append any step (a registered step object or a plain callable)."""
+        if self.state != "created":
+            raise PipelineStateError("steps can only be added before the pipeline starts")
+        node = self._tail().map(_Guarded(step, self)).filter(_nonempty)
+        self._nodes.append(node)
+        self._steps.append(step)
+        return self
+
+    def step(self, registered: str, /, **params: Any) -> "Pipeline":
+        """Append a registered step by name (built-in or from an entry point)."""
+        return self.then(steps.get(registered)(**params))
+
+    def validate(self, **params: Any) -> "Pipeline":
+        """Bad rows → dead letters, with reasons (see :class:`~nexus_kernel.events.Validator`)."""
+        return self.then(Validate(**params))
+
+    def window(self, size: str = "1min", agg: list[str] | tuple[str, ...] = ("count", "mean", "min", "max"),
+               **params: Any) -> "Pipeline":
+        """Per-series event-time windows (see :class:`~nexus_kernel.engine.Window`)."""
+        return self.then(Window(size, agg=agg, **params))
+
+    def apply(self, func: Callable[[pd.DataFrame], pd.DataFrame | None], **kwargs: Any) -> "Pipeline":
+        return self.then(Apply(func, **kwargs))
+
+    def filter(self, predicate: Callable[[pd.DataFrame], Any] | str) -> "Pipeline":
+        return self.then(Filter(predicate))
+
+    def sink(self, target: Any, topic: str = "points") -> "Pipeline":
+        """Write each batch to a store, a bus or a callable, and pass it on."""
+        return self.then(Sink(target, topic=topic))
+
+    def batch(self, size: int | None = None, interval: float | None = None) -> "Pipeline":
+        """Cut the source's output into micro-batches of ``size`` rows or ``interval`` seconds."""
+        if size is not None:
+            if size <= 0:
+                raise ValueError("batch size must be positive")
+            self._batch_size = int(size)
+        if interval is not None:
+            if interval <= 0:
+                raise ValueError("batch interval must be positive")
+            self._batch_interval = float(interval)
+        return self
+
+    def collect(self) -> "Pipeline":
+        """Keep every output batch in memory; read them with :meth:`results`."""
+        self._collected = []
+        self._tail().sink(self._collected.append)
+        return self
+
+    def results(self) -> pd.DataFrame:
+        if self._collected is None:
+            raise PipelineStateError("call .collect() before start() to keep results")
+        return pd.concat(self._collected, ignore_index=True) if self._collected else pd.DataFrame()
+
+    @property
+    def stream(self) -> streamz.Stream:
+        """The streamz node carrying the pipeline's output batches."""
+        return self._tail()
+
+    def node_after(self, kind: str) -> streamz.Stream | None:
+        """The streamz node carrying the output of the first step of that kind (None if absent)."""
+        for step, node in zip(self._steps, self._nodes):
+            if getattr(step, "kind", None) == kind:
+                return node
+        return None
+
+    @property
+    def steps(self) -> list[Any]:
+        return list(self._steps)
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-able description that :meth:`from_spec` rebuilds (registered steps only)."""
+        return {
+            "name": self.name,
+            "source": self.source.spec(),
+            "steps": [spec_of(s) for s in self._steps],
+            "batch": {"size": self._batch_size, "interval": self._batch_interval},
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], settings: Settings | None = None) -> "Pipeline":
+        from .sources import make
+
+        source = make(spec["source"]["kind"], **spec["source"].get("params", {}))
+        pipe = cls(source, name=spec.get("name"), settings=settings)
+        for item in spec.get("steps", []):
+            pipe.step(item["kind"], **item.get("params", {}))
+        batch = spec.get("batch") or {}
+        return pipe.batch(batch.get("size"), batch.get("interval"))
+
+    def _tail(self) -> streamz.Stream:
+        return self._nodes[-1] if self._nodes else self._head
+
+    # -- running -------------------------------------------------------------------------------
+
+    def start(self) -> "Pipeline":
+        """Start on the running event loop (notebook, server) or on the engine's background loop."""
+        if self.state in ("running", "paused"):
+            raise PipelineStateError(f"pipeline '{self.name}' is already {self.state}")
+        if self.state in ("stopped", "failed") and self.source.exhausted:
+            raise PipelineStateError(f"pipeline '{self.name}' has consumed its source; build a new one")
+        self._stopping = False
+        self._paused = False
+        self.state = "running"
+        loop = running_loop()
+        if loop is not None:
+            self._loop = loop
+            self._task = loop.create_task(self._pump())
+        else:
+            future = submit(self._pump())
+            self._task = future  # type: ignore[assignment]
+        return self
+
+    def run(self, timeout: float | None = None) -> "Pipeline":
+        """Run until the source ends (or ``timeout`` seconds), blocking the caller."""
+        if self.state in ("running", "paused"):
+            raise PipelineStateError(f"pipeline '{self.name}' is already {self.state}")
+        self.state = "running"
+        future = submit(self._pump())
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            self.stop()
+        return self
+
+    async def run_async(self) -> "Pipeline":
+        """Run until the source ends, on the caller's loop."""
+        if self.state in ("running", "paused"):
+            raise PipelineStateError(f"pipeline '{self.name}' is already {self.state}")
+        self.state = "running"
+        await self._pump()
+        return self
+
+    def pause(self) -> None:
+        if self.state != "running":
+            raise PipelineStateError(f"cannot pause pipeline '{self.name}' in state {self.state}")
+        self._paused = True
+        self.state = "paused"
+        self._call(lambda: self._resume.clear() if self._resume else None)
+
+    def resume(self) -> None:
+        if self.state != "paused":
+            raise PipelineStateError(f"cannot resume pipeline '{self.name}' in state {self.state}")
+        self._paused = False
+        self.state = "running"
+        self._call(lambda: self._resume.set() if self._resume else None)
+
+    def stop(self, wait: bool = True, timeout: float = 10.0) -> None:
+        """Stop pulling, flush open windows through the remaining steps, close the source."""
+        if self.state not in ("running", "paused"):
+            raise PipelineStateError(f"cannot stop pipeline '{self.name}' in state {self.state}")
+        self._stopping = True
+        task = self._task
+        if task is None:
+            self.state = "stopped"
+            return
+        if isinstance(task, asyncio.Task):
+            loop = task.get_loop()
+            if running_loop() is loop:
+                task.cancel()  # cannot block the loop we run on; the task finishes by itself
+                return
+            loop.call_soon_threadsafe(task.cancel)
+            return
+        task.cancel() if not task.done() else None  # concurrent future from submit()
+        if wait:
+            with contextlib.suppress(Exception):
+                task.result(timeout)
+            deadline = time.monotonic() + timeout
+            while self.state in ("running", "paused") and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    async def stop_async(self) -> None:
+        if self.state not in ("running", "paused"):
+            raise PipelineStateError(f"cannot stop pipeline '{self.name}' in state {self.state}")
+        self._stopping = True
+        task = self._task
+        if isinstance(task, asyncio.Task) and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _call(self, fn: Callable[[], Any]) -> None:
+        task = self._task
+        loop = task.get_loop() if isinstance(task, asyncio.Task) else None
+        if loop is None:
+            from ._loop import engine_loop
+
+            loop = engine_loop()
+        if running_loop() is loop:
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    async def _pump(self) -> None:
+        self._resume = asyncio.Event()
+        if not self._paused:
+            self._resume.set()
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        if not self._counting:
+            self._tail().sink(self._count_out)
+            self._counting = True
+        context = StepContext(self.name, self.settings, self.dead_letters, self.services)
+        for step in self._steps:
+            bind(step, context)
+        buffer = BoundedBuffer(self.source.batches(), self.settings.buffer_batches)
+        try:
+            async for raw in rebatch(buffer, self._batch_size, self._batch_interval):
+                if not self._resume.is_set():
+                    await self._resume.wait()
+                self._push(raw)
+                await self.source.commit()
+                if self._stopping:
+                    break
+                await asyncio.sleep(0)
+            self.state = "stopped"
+        except asyncio.CancelledError:
+            self.state = "stopped"
+        except Exception as exc:  # noqa: BLE001 - a failing source fails the stream, visibly
+            self.state = "failed"
+            self.last_error = f"source: {type(exc).__name__}: {exc}"
+            self.errors += 1
+        finally:
+            self._flush()
+            await buffer.aclose()
+            with contextlib.suppress(Exception):
+                await self.source.close()
+
+    def _push(self, raw: pd.DataFrame) -> None:
+        n = len(raw)
+        self.records_in += n
+        self.batches += 1
+        now = time.monotonic()
+        self._rates.append((now, n))
+        self._head.emit(raw)
+
+    def _flush(self) -> None:
+        for i, step in enumerate(self._steps):
+            try:
+                out = flush(step)
+            except Exception as exc:  # noqa: BLE001
+                self._step_failed(getattr(step, "kind", "step"), exc, pd.DataFrame())
+                continue
+            if _nonempty(out):
+                self._nodes[i].emit(out)
+
+    def _count_out(self, batch: pd.DataFrame) -> None:
+        self.records_out += len(batch)
+        if TIME in batch.columns and len(batch) and isinstance(batch[TIME].dtype, pd.DatetimeTZDtype):
+            newest = batch[TIME].max()
+            if self.newest_event is None or newest > self.newest_event:
+                self.newest_event = newest
+
+    def _step_failed(self, name: str, exc: Exception, batch: pd.DataFrame) -> None:
+        self.errors += 1
+        self.last_error = f"{name}: {type(exc).__name__}: {exc}"
+        detail = f"step '{name}' failed: {type(exc).__name__}: {exc}"
+        if batch is not None and len(batch):
+            self.dead_letters.put(make_dead_letters(batch, self.name, "processing_error", detail))
+        if self.settings.log_level == "debug":
+            traceback.print_exception(exc)
+
+    # -- observing -----------------------------------------------------------------------------
+
+    def rate(self, horizon: float = 5.0) -> float:
+        """Records per second over the last ``horizon`` seconds."""
+        if self._started_mono is None:
+            return 0.0
+        now = time.monotonic()
+        recent = sum(n for t, n in list(self._rates) if now - t <= horizon)
+        return recent / max(min(horizon, now - self._started_mono), 1e-3)
+
+    def lag(self) -> float | None:
+        """Seconds between now and the newest event time seen, or what the source reports."""
+        lag = self.source.lag()
+        if lag is not None:
+            return lag
+        if self.newest_event is None:
+            return None
+        return max(0.0, (pd.Timestamp.now(tz="UTC") - self.newest_event).total_seconds())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "source": self.source.kind,
+            "rate": round(self.rate(), 1),
+            "lag": None if self.lag() is None else round(self.lag() or 0.0, 3),
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "batches": self.batches,
+            "dead_letters": self.dead_letters.total,
+            "dead_letter_reasons": self.dead_letters.counts(),
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+    def __repr__(self) -> str:
+        chain = " → ".join([self.source.kind, *(getattr(s, "kind", type(s).__name__) for s in self._steps)])
+        return f"<Pipeline {self.name!r} {self.state}: {chain}>"
+
+
+async def rebatch(frames: AsyncIterator[pd.DataFrame] | BoundedBuffer, size: int,
+                  interval: float) -> AsyncIterator[pd.DataFrame]:
+    """Regroup frames into micro-batches of at most ``size`` rows, flushed after ``interval`` seconds.
+
+    A frame bigger than ``size`` is cut; small frames are joined until the size is reached or the
+    oldest waiting frame has waited ``interval`` seconds.
+    """
+    iterator = frames.__aiter__()
+    pending: list[pd.DataFrame] = []
+    count = 0
+    first_at = 0.0
+    exhausted = False
+    while not exhausted:
+        timeout = None if not pending else max(0.0, first_at + interval - time.monotonic())
+        try:
+            frame = await asyncio.wait_for(iterator.__anext__(), timeout) if timeout is not None \
+                else await iterator.__anext__()
+        except StopAsyncIteration:
+            exhausted = True
+            frame = None
+        except TimeoutError:
+            frame = None
+        if frame is not None and len(frame):
+            if not pending:
+                first_at = time.monotonic()
+            pending.append(frame)
+            count += len(frame)
+        due = pending and (exhausted or frame is None or count >= size
+                           or time.monotonic() - first_at >= interval)
+        if due:
+            joined = pending[0] if len(pending) == 1 else pd.concat(pending, ignore_index=True)
+            pending, count = [], 0
+            for start in range(0, len(joined), size):
+                yield joined.iloc[start : start + size] if len(joined) > size else joined
