@@ -272,18 +272,23 @@ class Validator:
 
     @staticmethod
     def _parse_times(column: pd.Series) -> pd.Series:
-        if pd.api.types.is_numeric_dtype(column.dtype):
+        if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
             # numbers are seconds since the epoch
             secs = pd.to_numeric(column, errors="coerce").astype("float64")
-            secs = secs.where(np.isfinite(secs))
+            secs = secs.where(np.isfinite(secs) & (secs.abs() < 9e9))
             return pd.to_datetime(secs, unit="s", utc=True, errors="coerce")
-        text = column.astype("string")
-        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-        retry = parsed.isna() & text.notna()
-        if retry.any():  # mixed formats: parse the leftovers one by one
-            parsed = parsed.copy()
-            parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
-        return parsed
+        try:
+            parsed = _in_ns_range(pd.to_datetime(column.astype("string"), utc=True, errors="coerce",
+                                                 format="ISO8601"))
+        except (ValueError, OverflowError):
+            parsed = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
+        retry = (parsed.isna() & column.notna()).to_numpy()
+        if not retry.any():
+            return parsed
+        # mixed formats or types: parse the leftovers one by one
+        naive = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").copy()
+        naive[retry] = np.array([_parse_one(v) for v in column[retry]], dtype="datetime64[ns]")
+        return pd.Series(naive, index=column.index).dt.tz_localize("UTC")
 
     def _series(self, raw: pd.DataFrame, flag: Callable[..., None]) -> np.ndarray:
         n = len(raw)
@@ -347,7 +352,7 @@ class Validator:
         sizes = encoded.map(lambda s: len(s.encode()) if isinstance(s, str) else 0).to_numpy()
         flag(sizes > self.schema.max_attr_bytes, "oversized_attrs",
              f"attrs larger than {self.schema.max_attr_bytes} bytes")
-        out = encoded.to_numpy(dtype=object)
+        out = np.array(encoded.to_numpy(dtype=object), copy=True)
         out[bad] = None
         return out
 
@@ -425,6 +430,42 @@ class Validator:
                 "seq": seq[mask],
             }
         ).astype({"received_at": "datetime64[ns, UTC]"})
+
+
+_NS_MIN = pd.Timestamp.min.tz_localize("UTC")
+_NS_MAX = pd.Timestamp.max.tz_localize("UTC")
+
+
+def _in_ns_range(parsed: pd.Series) -> pd.Series:
+    """Times outside what nanoseconds can hold (years 1677–2262) become NaT, then nanoseconds."""
+    if parsed.dt.unit != "ns":
+        parsed = parsed.where((parsed >= _NS_MIN) & (parsed <= _NS_MAX))
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _parse_one(value: Any) -> np.datetime64:
+    """One event time of any form as naive-UTC nanoseconds, or NaT.
+
+    Numbers are epoch seconds; text is read leniently; times outside years 1677–2262 are NaT.
+    """
+    nat = np.datetime64("NaT", "ns")
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            return nat
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            if not abs(float(value)) < 9e9:
+                return nat
+            stamp = pd.Timestamp(float(value), unit="s", tz="UTC")
+        else:
+            stamp = pd.Timestamp(value)
+        if stamp is pd.NaT:
+            return nat
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        if not _NS_MIN <= stamp <= _NS_MAX:
+            return nat
+        return stamp.tz_convert(None).as_unit("ns").to_datetime64()
+    except (ValueError, TypeError, OverflowError, ArithmeticError):
+        return nat
 
 
 @dataclass

@@ -242,6 +242,10 @@ class StreamManager:
             want = entry["state"]
             pipe = self.pipelines.get(name)
             have = pipe.state if pipe is not None else "created"
+            if have == "failed" and pipe is not None and want in ("running", "paused"):
+                if entry.get("updated_at", 0) <= (pipe.failed_at or 0):
+                    self._mark_failed(name, pipe.last_error)  # failed on its own: say so, don't retry
+                    continue
             try:
                 if want == "running" and have not in ("running", "paused"):
                     self._run(name)
@@ -256,9 +260,6 @@ class StreamManager:
                     self._halt(name)
             except PipelineStateError:
                 pass  # raced with the pipeline's own end; the next reconcile sees the new state
-            pipe = self.pipelines.get(name)
-            if pipe is not None and pipe.state == "failed" and want != "failed":
-                self._mark_failed(name, pipe.last_error)
 
     def _mark_failed(self, name: str, error: str | None) -> None:
         with self._locked() as data:

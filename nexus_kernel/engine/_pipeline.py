@@ -94,6 +94,7 @@ class Pipeline:
         self.batches = 0
         self.newest_event: pd.Timestamp | None = None
         self.started_at: float | None = None
+        self.failed_at: float | None = None
         self._rates: deque[tuple[float, int]] = deque(maxlen=4096)
         self._started_mono: float | None = None
         self._steps: list[Any] = []
@@ -336,6 +337,7 @@ class Pipeline:
             self.state = "stopped"
         except Exception as exc:  # noqa: BLE001 - a failing source fails the stream, visibly
             self.state = "failed"
+            self.failed_at = time.time()
             self.last_error = f"source: {type(exc).__name__}: {exc}"
             self.errors += 1
         finally:
@@ -430,6 +432,7 @@ async def rebatch(frames: AsyncIterator[pd.DataFrame] | BoundedBuffer, size: int
     count = 0
     first_at = 0.0
     exhausted = False
+    failure: BaseException | None = None
     while not exhausted:
         timeout = None if not pending else max(0.0, first_at + interval - time.monotonic())
         try:
@@ -440,6 +443,8 @@ async def rebatch(frames: AsyncIterator[pd.DataFrame] | BoundedBuffer, size: int
             frame = None
         except TimeoutError:
             frame = None
+        except Exception as exc:  # noqa: BLE001 - deliver what arrived before the failure, then raise
+            exhausted, frame, failure = True, None, exc
         if frame is not None and len(frame):
             if not pending:
                 first_at = time.monotonic()
@@ -452,3 +457,5 @@ async def rebatch(frames: AsyncIterator[pd.DataFrame] | BoundedBuffer, size: int
             pending, count = [], 0
             for start in range(0, len(joined), size):
                 yield joined.iloc[start : start + size] if len(joined) > size else joined
+    if failure is not None:
+        raise failure

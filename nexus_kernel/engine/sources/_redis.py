@@ -96,6 +96,10 @@ from ._jsonrecords import frame_from_records, malformed, records_from_text
 
 __all__ = ["RedisSource"]
 
+
+class _Stopped(Exception):
+    """The source is closing: the reading task ends at its next command."""
+
 _Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
@@ -168,6 +172,8 @@ class RedisSource(Source):
         self._last_claim = float("-inf")
         self._lag: float | None = None
         self._lag_at = float("-inf")
+        self._in_call = False  # the reading task is inside a Redis command
+        self._stopping = False
         self.acknowledged = 0
         self.claimed = 0
 
@@ -189,10 +195,21 @@ class RedisSource(Source):
 
     # -- reading -------------------------------------------------------------------------------
 
+    async def _call(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        # redis-py 8 can lose a cancellation that lands inside a blocking read (the task then waits
+        # on the socket for good), so the reading task is stopped between commands, never inside one
+        if self._stopping:
+            raise _Stopped
+        self._in_call = True
+        try:
+            return await getattr(self._client, command)(*args, **kwargs)
+        finally:
+            self._in_call = False
+
     async def _read(self, stream_id: str, block: int | None) -> list[_Entry]:
         p = self.params
-        reply = await self._client.xreadgroup(
-            p["group"], p["consumer"], {p["stream"]: stream_id}, count=p["batch_size"], block=block
+        reply = await self._call(
+            "xreadgroup", p["group"], p["consumer"], {p["stream"]: stream_id}, count=p["batch_size"], block=block
         )
         return list(reply[0][1]) if reply else []
 
@@ -201,8 +218,8 @@ class RedisSource(Source):
         p = self.params
         self._last_claim = time.monotonic()
         while True:
-            reply = await self._client.xautoclaim(
-                p["stream"], p["group"], p["consumer"], p["claim_idle_ms"],
+            reply = await self._call(
+                "xautoclaim", p["stream"], p["group"], p["consumer"], p["claim_idle_ms"],
                 start_id=self._claim_cursor, count=p["batch_size"],
             )
             self._claim_cursor, entries = reply[0], reply[1]
@@ -216,13 +233,20 @@ class RedisSource(Source):
         if time.monotonic() - self._lag_at < 1.0:
             return
         self._lag_at = time.monotonic()
-        for info in await self._client.xinfo_groups(self.params["stream"]):
+        for info in await self._call("xinfo_groups", self.params["stream"]):
             name = info.get("name")
             if (name.decode() if isinstance(name, bytes) else name) == self.params["group"]:
                 pending, behind = info.get("pending") or 0, info.get("lag")
                 self._lag = float(pending + (behind or 0))
 
     async def _produce(self) -> AsyncIterator[tuple[pd.DataFrame, list[bytes]]]:
+        try:
+            async for item in self._read_forever():
+                yield item
+        except _Stopped:
+            return
+
+    async def _read_forever(self) -> AsyncIterator[tuple[pd.DataFrame, list[bytes]]]:
         p = self.params
         client = await self._connect()
         own_cursor = "0"
@@ -252,7 +276,8 @@ class RedisSource(Source):
         self._in_flight.update(ids)
         frame = frame_from_records(entries_to_records(entries))
         if frame.empty:  # only deleted or empty entries: nothing to hand on, nothing to lose
-            await self._ack(ids)
+            await self._call("xack", self.params["stream"], self.params["group"], *ids)
+            self._in_flight.difference_update(ids)
         elif SEQ in frame.columns:
             column = frame[SEQ]
             if column.map(lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)).all():
@@ -263,6 +288,7 @@ class RedisSource(Source):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[pd.DataFrame]:
+        self._stopping = False
         self._buffer = BoundedBuffer(self._produce(), self.params["buffer"])  # type: ignore[arg-type]
         async for frame, ids in self._buffer:  # type: ignore[misc]
             if frame.empty:
@@ -288,7 +314,11 @@ class RedisSource(Source):
 
     async def close(self) -> None:
         """Stop reading and disconnect. Unacknowledged entries stay pending, to be redelivered."""
+        self._stopping = True
         if self._buffer is not None:
+            deadline = time.monotonic() + self.params["block_ms"] / 1000 + 5.0
+            while self._in_call and time.monotonic() < deadline:  # a read ends within block_ms
+                await asyncio.sleep(0.005)
             await self._buffer.aclose()
             self._buffer = None
         if self._client is not None:

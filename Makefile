@@ -1,0 +1,58 @@
+# Two commands matter: `make up` (run the main job) and `make test` (run the whole suite).
+# Both work on a fresh Debian machine with Python 3.11: the venv and every dependency are made here.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# Re-install only when the dependency list changes.
+DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: up test bench venv install install-dev services system-packages node-tools clean lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(BIN)/python
+
+$(DEPS_STAMP).run: | $(BIN)/python
+	$(PIP) install --quiet -e ".[server]"
+	touch $@
+
+$(DEPS_STAMP).dev: | $(BIN)/python
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+$(DEPS_STAMP).bench: $(DEPS_STAMP).dev
+	$(PIP) install --quiet -e ".[dev,bench]"
+	touch $@
+
+install: $(DEPS_STAMP).run
+install-dev: $(DEPS_STAMP).dev
+
+## The main job on embedded defaults: simulator → engine → live view. Ctrl-C stops it.
+up: install
+	$(BIN)/nexus up
+
+## The whole suite, with the services it needs started when they are not running.
+test: install-dev services system-packages node-tools
+	bash scripts/run-tests.sh
+
+bench: $(DEPS_STAMP).bench services
+	$(BIN)/python -m bench $(BENCH)
+
+services:
+	bash scripts/ensure-services.sh
+
+system-packages:
+	bash scripts/ensure-system-packages.sh
+
+node-tools:
+	bash scripts/ensure-node-tools.sh
+
+lint: install-dev
+	$(BIN)/python -m ruff check nexus_kernel tests bench
+
+clean:
+	rm -rf $(VENV) .nexus node_modules .pytest_cache
