@@ -198,7 +198,7 @@ class Validator:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._newest: dict[str, pd.Timestamp] = {}
+        self._newest: dict[str, np.datetime64] = {}
         self._next_seq = 0
         self._lateness = pd.Timedelta(schema.allowed_lateness)
 
@@ -233,20 +233,21 @@ class Validator:
         flag(late, "late", "behind watermark by more than allowed lateness")
 
         good_mask = reason == len(REASONS)
+        keep: slice | np.ndarray = slice(None) if good_mask.all() else good_mask
         seq = self._sequence(raw, n)
         good = pd.DataFrame(
             {
-                STREAM: pd.array(self._stream_column(raw, good_mask), dtype="string"),
-                SERIES: pd.array(series[good_mask], dtype="string"),
-                TIME: pd.DatetimeIndex(ts[good_mask]).tz_localize("UTC"),
-                SEQ: seq[good_mask],
+                STREAM: self._stream_column(raw)[keep],
+                SERIES: series[keep],
+                TIME: pd.DatetimeIndex(ts[keep]).tz_localize("UTC"),
+                SEQ: seq[keep],
             }
         )
         for name in fields:
-            good[name] = values[name][good_mask]
+            good[name] = values[name][keep]
         if attrs is not None:
-            good[ATTRS] = pd.array(attrs[good_mask], dtype="string")
-        self._advance(good)
+            good[ATTRS] = pd.array(attrs[keep], dtype="string")
+        self._advance(series.codes[keep], series.categories, ts[keep])
         dead = self._dead_letters(raw, ~good_mask, reason, detail, seq)
         return Validated(good, dead)
 
@@ -290,19 +291,22 @@ class Validator:
         naive[retry] = np.array([_parse_one(v) for v in column[retry]], dtype="datetime64[ns]")
         return pd.Series(naive, index=column.index).dt.tz_localize("UTC")
 
-    def _series(self, raw: pd.DataFrame, flag: Callable[..., None]) -> np.ndarray:
+    def _series(self, raw: pd.DataFrame, flag: Callable[..., None]) -> pd.Categorical:
+        """Series keys as a categorical of strings (cheap to group by downstream)."""
         n = len(raw)
         if SERIES not in raw.columns:
-            return np.full(n, "default", dtype=object)
-        column = raw[SERIES]
-        text = column.astype("string").fillna("")
-        missing = column.isna().to_numpy() | (text.str.len() == 0).to_numpy()
+            return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=["default"])
+        keys = _as_categorical(raw[SERIES])
+        empty = keys.categories == ""
+        missing = keys.codes < 0
+        if empty.any():
+            missing |= np.isin(keys.codes, np.flatnonzero(empty))
         flag(missing, "missing_series", "series key is empty")
-        values = text.to_numpy(dtype=object)
         if self.schema.series is not None:
-            unknown = ~missing & ~text.isin(self.schema.series).to_numpy()
+            declared = keys.categories.isin(list(self.schema.series))
+            unknown = ~missing & ~declared[np.maximum(keys.codes, 0)]
             flag(unknown, "unknown_series", "series is not declared by the stream's schema")
-        return values
+        return keys
 
     def _fields(self, raw: pd.DataFrame) -> list[str]:
         if self.schema.fields is not None:
@@ -356,11 +360,10 @@ class Validator:
         out[bad] = None
         return out
 
-    def _stream_column(self, raw: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+    def _stream_column(self, raw: pd.DataFrame) -> pd.Categorical:
         if STREAM in raw.columns:
-            given = raw[STREAM].astype("string").fillna(self.schema.stream).to_numpy(dtype=object)
-            return given[mask]
-        return np.full(int(mask.sum()), self.schema.stream, dtype=object)
+            return _as_categorical(raw[STREAM].astype(object).where(raw[STREAM].notna(), self.schema.stream))
+        return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8), categories=[self.schema.stream])
 
     def _sequence(self, raw: pd.DataFrame, n: int) -> np.ndarray:
         if SEQ in raw.columns:
@@ -375,7 +378,7 @@ class Validator:
 
     # -- lateness ------------------------------------------------------------------------------
 
-    def _late(self, series: np.ndarray, ts: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    def _late(self, series: pd.Categorical, ts: np.ndarray, candidate: np.ndarray) -> np.ndarray:
         """Rows whose time is behind the newest time of their series by more than the lateness.
 
         The newest time includes earlier rows of this batch, so the answer does not depend on how
@@ -385,30 +388,32 @@ class Validator:
         if not candidate.any():
             return late
         idx = np.flatnonzero(candidate)
-        frame = pd.DataFrame({"s": series[idx], "t": ts[idx]})
-        running = frame.groupby("s", sort=False)["t"].cummax().to_numpy()
+        codes, t = series.codes[idx], ts[idx]
+        if len(t) > 1 and not (t[1:] >= t[:-1]).all():
+            # out of order inside the batch: the running newest time per series
+            t_running = pd.Series(t).groupby(codes, sort=False).cummax().to_numpy(dtype="datetime64[ns]")
+        else:
+            t_running = t  # sorted: each row is the newest of its series so far
         if self._newest:
-            prior = frame["s"].map(self._newest_naive()).to_numpy(dtype="datetime64[ns]")
-            has_prior = ~np.isnat(prior)
-            running = np.where(has_prior & (prior > running), prior, running)
-        late[idx] = ts[idx] < running - self._lateness.to_timedelta64()
+            nat = np.datetime64("NaT", "ns")
+            prior = np.array([self._newest.get(c, nat) for c in series.categories], dtype="datetime64[ns]")[codes]
+            t_running = np.where(~np.isnat(prior) & (prior > t_running), prior, t_running)
+        late[idx] = t < t_running - self._lateness.to_timedelta64()
         return late
 
-    def _newest_naive(self) -> dict[str, np.datetime64]:
-        return {k: v.tz_convert(None).to_datetime64() for k, v in self._newest.items()}
-
-    def _advance(self, good: pd.DataFrame) -> None:
-        if good.empty:
+    def _advance(self, codes: np.ndarray, categories: pd.Index, ts: np.ndarray) -> None:
+        if len(ts) == 0:
             return
-        newest = good.groupby(SERIES, sort=False, observed=True)[TIME].max()
-        for key, stamp in newest.items():
+        newest = pd.Series(ts).groupby(codes, sort=False).max()
+        for code, stamp in zip(newest.index, newest.to_numpy(dtype="datetime64[ns]")):
+            key = categories[code]
             known = self._newest.get(key)
             if known is None or stamp > known:
                 self._newest[key] = stamp
 
     def newest(self) -> dict[str, pd.Timestamp]:
-        """Newest event time seen per series (a copy)."""
-        return dict(self._newest)
+        """Newest event time seen per series."""
+        return {k: pd.Timestamp(v, tz="UTC") for k, v in self._newest.items()}
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -430,6 +435,23 @@ class Validator:
                 "seq": seq[mask],
             }
         ).astype({"received_at": "datetime64[ns, UTC]"})
+
+
+def _as_categorical(column: pd.Series) -> pd.Categorical:
+    """A column as a categorical whose categories are distinct strings; missing values get code -1."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        keys = column.array
+        if keys.categories.inferred_type == "string" and keys.categories.is_unique:
+            return keys
+        codes, uniques = keys.codes, keys.categories
+    else:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    names = pd.Index([str(u) for u in uniques], dtype=object)
+    if not names.is_unique:  # e.g. 1 and "1": same key once written as text
+        remap, names = pd.factorize(names)
+        codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+        names = pd.Index(names, dtype=object)
+    return pd.Categorical.from_codes(np.asarray(codes), categories=names)
 
 
 _NS_MIN = pd.Timestamp.min.tz_localize("UTC")

@@ -129,7 +129,7 @@ class Window:
             batch[TIME].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view("int64")
         if "stream" in batch.columns and len(batch):
             self.stream = str(batch["stream"].iat[0])
-        partial = self._partials(batch[SERIES].to_numpy(dtype=object), ts, batch, fields)
+        partial = self._partials(batch[SERIES].array, ts, batch, fields)
         partial = self._assign(partial)
         on_time = self._split_late(partial, batch)
         self._state = _merge(self._state, on_time, ["series", "wstart"] if self.window_kind != "session" else None)
@@ -150,7 +150,7 @@ class Window:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _partials(self, series: np.ndarray, ts: np.ndarray, batch: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    def _partials(self, series: Any, ts: np.ndarray, batch: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
         data: dict[str, Any] = {"series": series, "t": ts}
         for f in fields:
             v = batch[f].to_numpy(dtype="float64")
@@ -214,7 +214,7 @@ class Window:
             starts = ts_ns - np.mod(ts_ns, self.slide.value)  # the newest window the record belongs to
         else:
             starts = ts_ns
-        rows = pd.DataFrame({"series": batch[SERIES].to_numpy(dtype=object), "wstart": starts})
+        rows = pd.DataFrame({"series": batch[SERIES].astype(object).to_numpy(), "wstart": starts})
         hit = rows.merge(keys.drop_duplicates(), on=["series", "wstart"], how="left", indicator=True)["_merge"]
         mask = (hit == "both").to_numpy()
         records = batch.loc[mask]
@@ -303,7 +303,9 @@ def _reduce(rows: pd.DataFrame, fields: list[str], keys: list[str]) -> pd.DataFr
     if "wend" in keys:
         keys = [k for k in keys if k != "wend"]
         spec["wend"] = ("wend", "max")
-    out = rows.groupby(keys, sort=False).agg(**spec).reset_index()
+    out = rows.groupby(keys, sort=False, observed=True).agg(**spec).reset_index()
+    # partials are few (one per series and window): plain strings merge across batches safely
+    out["series"] = out["series"].astype(object)
     return out
 
 
@@ -317,11 +319,13 @@ def _reduce_partials(frame: pd.DataFrame, fields: list[str], keys: list[str], sp
     if span:
         spec["wstart"] = ("wstart", "min")
         spec["wend"] = ("wend", "max")
-    grouped = frame.groupby(keys, sort=False)
+    grouped = frame.groupby(keys, sort=False, observed=True)
     out = grouped.agg(**spec)
     for f in fields:
-        first = frame.sort_values(f"{f}|first_ts", kind="mergesort").groupby(keys, sort=False)[f"{f}|first"].first()
-        last = frame.sort_values(f"{f}|last_ts", kind="mergesort").groupby(keys, sort=False)[f"{f}|last"].last()
+        first = frame.sort_values(f"{f}|first_ts", kind="mergesort").groupby(
+            keys, sort=False, observed=True)[f"{f}|first"].first()
+        last = frame.sort_values(f"{f}|last_ts", kind="mergesort").groupby(
+            keys, sort=False, observed=True)[f"{f}|last"].last()
         out[f"{f}|first"] = first.reindex(out.index)
         out[f"{f}|last"] = last.reindex(out.index)
     return out.reset_index()

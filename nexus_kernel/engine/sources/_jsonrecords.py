@@ -17,15 +17,16 @@ Caveats
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ...events import ATTRS, TIME, field_columns
+from ._base import BoundedBuffer
 
-__all__ = ["malformed", "records_from_text", "frame_from_records"]
+__all__ = ["malformed", "records_from_text", "frame_from_records", "BufferedBatches"]
 
 MALFORMED_KEY = "malformed"
 
@@ -109,3 +110,37 @@ def frame_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     if not field_columns(frame):  # e.g. a batch of malformed rows only: the Validator needs a field
         frame["value"] = np.nan
     return frame
+
+
+class BufferedBatches:
+    """The iterator ``batches()`` returns: items of a :class:`BoundedBuffer`, cancel-safe.
+
+    Not an async generator on purpose: a consumer that waits with a timeout
+    (``asyncio.wait_for(it.__anext__(), t)``) cancels ``__anext__``; an async generator would be
+    finished by that cancellation, while here it only cancels a ``Queue.get`` and the next call goes on.
+    ``accept(item)`` turns a buffered item into the frame to hand on, or ``None`` to skip it; it runs
+    exactly when the frame is handed on (so a source knows what was yielded).
+    """
+
+    def __init__(self, make_buffer: Callable[[], BoundedBuffer], accept: Callable[[Any], pd.DataFrame | None],
+                 on_end: Callable[[], None]) -> None:
+        self._make_buffer = make_buffer
+        self._accept = accept
+        self._on_end = on_end
+        self._iterator: BoundedBuffer | None = None
+
+    def __aiter__(self) -> "BufferedBatches":
+        return self
+
+    async def __anext__(self) -> pd.DataFrame:
+        if self._iterator is None:  # started lazily: the buffer's task needs a running loop
+            self._iterator = self._make_buffer().__aiter__()
+        while True:
+            try:
+                item = await self._iterator.__anext__()
+            except StopAsyncIteration:
+                self._on_end()
+                raise
+            frame = self._accept(item)
+            if frame is not None:
+                return frame

@@ -36,8 +36,8 @@ Parameters
 ----------
 url
     ``redis://host:port/db``.
-stream
-    The stream key.
+key
+    The key of the Redis stream.
 group, consumer
     Consumer group (created with ``MKSTREAM`` if missing) and this consumer's name in it. Give each
     process its own stable name so a restart picks up its own pending entries.
@@ -62,7 +62,7 @@ Example
 0
 >>> _ = r.xadd(key, {"series": "a", "ts": "2024-01-01T00:00:00Z", "value": "1.5"})
 >>> async def main():
-...     src = RedisSource(stream=key, group="g", consumer="c1", stop_when_idle=True, block_ms=50)
+...     src = RedisSource(key=key, group="g", consumer="c1", stop_when_idle=True, block_ms=50)
 ...     rows = 0
 ...     async for batch in src:
 ...         rows += len(batch)
@@ -92,7 +92,7 @@ import pandas as pd
 
 from ...events import SEQ
 from ._base import BoundedBuffer, Source, sources
-from ._jsonrecords import frame_from_records, malformed, records_from_text
+from ._jsonrecords import BufferedBatches, frame_from_records, malformed, records_from_text
 
 __all__ = ["RedisSource"]
 
@@ -147,7 +147,7 @@ class RedisSource(Source):
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
-        stream: str = "nexus:events",
+        key: str = "nexus:events",
         group: str = "nexus",
         consumer: str = "nexus-1",
         batch_size: int = 1000,
@@ -160,7 +160,7 @@ class RedisSource(Source):
         if batch_size <= 0 or buffer <= 0 or block_ms < 0 or claim_idle_ms < 0:
             raise ValueError("batch_size and buffer must be > 0, block_ms and claim_idle_ms >= 0")
         super().__init__(
-            url=url, stream=stream, group=group, consumer=consumer, batch_size=batch_size,
+            url=url, key=key, group=group, consumer=consumer, batch_size=batch_size,
             block_ms=block_ms, claim_idle_ms=claim_idle_ms, start_id=start_id, buffer=buffer,
             stop_when_idle=stop_when_idle,
         )
@@ -186,7 +186,7 @@ class RedisSource(Source):
             self._client = aioredis.Redis.from_url(self.params["url"], decode_responses=False)
             try:
                 await self._client.xgroup_create(
-                    self.params["stream"], self.params["group"], id=self.params["start_id"], mkstream=True
+                    self.params["key"], self.params["group"], id=self.params["start_id"], mkstream=True
                 )
             except Exception as exc:  # BUSYGROUP: the group exists, which is the normal case
                 if "BUSYGROUP" not in str(exc):
@@ -209,7 +209,7 @@ class RedisSource(Source):
     async def _read(self, stream_id: str, block: int | None) -> list[_Entry]:
         p = self.params
         reply = await self._call(
-            "xreadgroup", p["group"], p["consumer"], {p["stream"]: stream_id}, count=p["batch_size"], block=block
+            "xreadgroup", p["group"], p["consumer"], {p["key"]: stream_id}, count=p["batch_size"], block=block
         )
         return list(reply[0][1]) if reply else []
 
@@ -219,7 +219,7 @@ class RedisSource(Source):
         self._last_claim = time.monotonic()
         while True:
             reply = await self._call(
-                "xautoclaim", p["stream"], p["group"], p["consumer"], p["claim_idle_ms"],
+                "xautoclaim", p["key"], p["group"], p["consumer"], p["claim_idle_ms"],
                 start_id=self._claim_cursor, count=p["batch_size"],
             )
             self._claim_cursor, entries = reply[0], reply[1]
@@ -233,7 +233,7 @@ class RedisSource(Source):
         if time.monotonic() - self._lag_at < 1.0:
             return
         self._lag_at = time.monotonic()
-        for info in await self._call("xinfo_groups", self.params["stream"]):
+        for info in await self._call("xinfo_groups", self.params["key"]):
             name = info.get("name")
             if (name.decode() if isinstance(name, bytes) else name) == self.params["group"]:
                 pending, behind = info.get("pending") or 0, info.get("lag")
@@ -276,7 +276,7 @@ class RedisSource(Source):
         self._in_flight.update(ids)
         frame = frame_from_records(entries_to_records(entries))
         if frame.empty:  # only deleted or empty entries: nothing to hand on, nothing to lose
-            await self._call("xack", self.params["stream"], self.params["group"], *ids)
+            await self._call("xack", self.params["key"], self.params["group"], *ids)
             self._in_flight.difference_update(ids)
         elif SEQ in frame.columns:
             column = frame[SEQ]
@@ -285,17 +285,22 @@ class RedisSource(Source):
         return frame, ids
 
     def batches(self) -> AsyncIterator[pd.DataFrame]:
-        return self._iterate()
+        def make_buffer() -> BoundedBuffer:
+            self._stopping = False
+            self._buffer = BoundedBuffer(self._produce(), self.params["buffer"])  # type: ignore[arg-type]
+            return self._buffer
 
-    async def _iterate(self) -> AsyncIterator[pd.DataFrame]:
-        self._stopping = False
-        self._buffer = BoundedBuffer(self._produce(), self.params["buffer"])  # type: ignore[arg-type]
-        async for frame, ids in self._buffer:  # type: ignore[misc]
+        def accept(item: tuple[pd.DataFrame, list[bytes]]) -> pd.DataFrame | None:
+            frame, ids = item
             if frame.empty:
-                continue
-            self._yielded.extend(ids)
+                return None
+            self._yielded.extend(ids)  # handed on: acknowledged by the next commit()
             self.emitted += len(frame)
-            yield frame
+            return frame
+
+        return BufferedBatches(make_buffer, accept, self._ended)
+
+    def _ended(self) -> None:
         self.exhausted = True
 
     # -- acknowledging -------------------------------------------------------------------------
@@ -303,7 +308,7 @@ class RedisSource(Source):
     async def _ack(self, ids: list[bytes]) -> None:
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
-            self.acknowledged += await self._client.xack(self.params["stream"], self.params["group"], *chunk)
+            self.acknowledged += await self._client.xack(self.params["key"], self.params["group"], *chunk)
         self._in_flight.difference_update(ids)
 
     async def commit(self) -> None:

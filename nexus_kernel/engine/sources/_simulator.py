@@ -119,6 +119,7 @@ class Simulator(Source):
         now = pd.Timestamp.now(tz="UTC").floor(self.step) if start is None else pd.Timestamp(start)
         self.t0 = now if now.tzinfo else now.tz_localize("UTC")
         self.names = np.array([f"s{i:04d}" for i in range(self.n)], dtype=object)
+        self._categories = pd.Index(self.names, dtype=object)
         rng = self.rng
         self.level = rng.uniform(10, 100, self.n)
         self.sigma = self.level * rng.uniform(0.01, 0.05, self.n)
@@ -154,16 +155,15 @@ class Simulator(Source):
         )
         noise = rng.standard_normal((ticks, n)) * self.sigma
         values += self._inject(k, noise)
-        times = self.t0 + pd.to_timedelta(secs, unit="s")
+        stamps = self.t0.value + k * self.step.value  # ns since the epoch
         frame = pd.DataFrame(
             {
-                "series": np.tile(self.names, ticks),
-                "ts": np.repeat(times.to_numpy(), n),
+                "series": pd.Categorical.from_codes(np.tile(np.arange(n, dtype=np.int32), ticks), self._categories),
+                "ts": pd.DatetimeIndex(np.repeat(stamps, n).view("datetime64[ns]")).tz_localize("UTC"),
                 "value": values.ravel(),
                 "seq": np.arange(self.tick * n, (self.tick + ticks) * n, dtype=np.int64),
             }
         )
-        frame["ts"] = frame["ts"].dt.tz_localize("UTC") if frame["ts"].dt.tz is None else frame["ts"]
         self.tick += ticks
         if self.bad_rate > 0:
             frame = self._corrupt(frame)
@@ -222,7 +222,7 @@ class Simulator(Source):
         bad = np.flatnonzero(self.rng.random(len(frame)) < self.bad_rate)
         if len(bad) == 0:
             return frame
-        frame = frame.astype({"ts": object, "value": object})
+        frame = frame.astype({"ts": object, "value": object, "series": object})
         how = self.rng.integers(0, 4, size=len(bad))
         for row, kind in zip(bad, how):
             if kind == 0:
