@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr | None = Field(None, description="redis://host:port/db; enables Redis cache and bus.")
     key_prefix: str = Field("nexus", description="Prefix of every Redis key this process uses.")
+    spool_max_bytes: int = Field(1 << 30, gt=0, description="Bound of the store's disk spool (home/spool).")
+    store_retries: int = Field(5, gt=0, description="Tries of a store operation before its batch is spooled.")
+    store_retry_wait: float = Field(2.0, gt=0, description="Longest backoff between store retries (seconds).")
+
+    # Cache and live bus (nexus_kernel/storage/_cache.py, _bus.py)
+    cache_recent: int = Field(1000, gt=0, description="Rows per series the cache keeps in its recent window.")
+    cache_ttl: float = Field(60.0, gt=0, description="Seconds a cached query result lives.")
+    cache_entries: int = Field(1024, gt=0, description="Query results the in-process cache holds (LRU).")
+    cache_state_ttl: float | None = Field(
+        None, gt=0, description="Seconds the latest/recent state of an idle stream lives; unset keeps it."
+    )
+    bus_queue: int = Field(1000, gt=0, description="Messages a live-bus subscriber may have waiting before it is cut off.")
+    bus_replay: int = Field(100, gt=0, description="Messages per topic the live bus keeps for replay.")
 
     # Engine
     batch_size: int = Field(10_000, gt=0, description="Records per micro-batch.")
@@ -68,6 +81,12 @@ class Settings(BaseSettings):
     # Gateway
     host: str = Field("127.0.0.1", description="Address the gateway and dashboard bind to.")
     port: int = Field(8765, ge=0, le=65535, description="Gateway port.")
+
+    # Forecasting (nexus_kernel.analysis.models)
+    forecast_model: str = Field("auto", description="Forecaster retrain() trains: 'auto', 'ets', 'gbm', ...")
+    forecast_lookback: str = Field("14d", description="History retrain() reads from the store.")
+    forecast_horizon: int = Field(24, gt=0, description="Steps retrain() backtests and serve() forecasts.")
+    forecast_level: float = Field(0.9, gt=0, lt=1, description="Coverage of served prediction bands.")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

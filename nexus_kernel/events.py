@@ -366,14 +366,24 @@ class Validator:
         return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8), categories=[self.schema.stream])
 
     def _sequence(self, raw: pd.DataFrame, n: int) -> np.ndarray:
-        if SEQ in raw.columns:
-            given = pd.to_numeric(raw[SEQ], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-            fallback = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
-            seq = np.where(np.isfinite(given), np.nan_to_num(given), fallback).astype(np.int64)
-            self._next_seq = max(self._next_seq + n, int(seq.max()) + 1)
-            return seq
-        seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
-        self._next_seq += n
+        fallback = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        if SEQ not in raw.columns:
+            self._next_seq += n
+            return fallback
+        column = raw[SEQ]
+        if pd.api.types.is_integer_dtype(column.dtype) and not column.isna().any():
+            seq = column.to_numpy(dtype=np.int64)  # exact: no trip through float64
+        else:
+            numeric = pd.to_numeric(column, errors="coerce")
+            if pd.api.types.is_integer_dtype(numeric.dtype):  # nullable integers: exact where given
+                missing = numeric.isna().to_numpy()
+                exact = numeric.fillna(0).to_numpy(dtype=np.int64)
+                seq = np.where(missing, fallback, exact)
+            else:
+                f = numeric.to_numpy(dtype="float64", na_value=np.nan)
+                ok = np.isfinite(f) & (np.abs(f) < 2**63)
+                seq = np.where(ok, np.nan_to_num(f).astype(np.int64), fallback)
+        self._next_seq = max(self._next_seq + n, int(seq.max()) + 1)
         return seq
 
     # -- lateness ------------------------------------------------------------------------------

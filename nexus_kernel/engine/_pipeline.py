@@ -322,29 +322,37 @@ class Pipeline:
         context = StepContext(self.name, self.settings, self.dead_letters, self.services)
         for step in self._steps:
             bind(step, context)
-        buffer = BoundedBuffer(self.source.batches(), self.settings.buffer_batches)
+        if self.source.self_buffered:
+            buffer: Any = self.source.batches()
+        else:
+            buffer = BoundedBuffer(self.source.batches(), self.settings.buffer_batches)
+        final = "stopped"
         try:
-            async for raw in rebatch(buffer, self._batch_size, self._batch_interval):
+            async for joined in rebatch(buffer, self._batch_size, self._batch_interval):
                 if not self._resume.is_set():
                     await self._resume.wait()
-                self._push(raw)
-                await self.source.commit()
+                for start in range(0, len(joined), self._batch_size):
+                    self._push(joined.iloc[start : start + self._batch_size] if len(joined) > self._batch_size
+                               else joined)
+                await self.source.commit()  # only now: every record yielded so far has been handled
                 if self._stopping:
                     break
                 await asyncio.sleep(0)
-            self.state = "stopped"
         except asyncio.CancelledError:
-            self.state = "stopped"
+            pass
         except Exception as exc:  # noqa: BLE001 - a failing source fails the stream, visibly
-            self.state = "failed"
+            final = "failed"
             self.failed_at = time.time()
             self.last_error = f"source: {type(exc).__name__}: {exc}"
             self.errors += 1
         finally:
             self._flush()
-            await buffer.aclose()
+            if hasattr(buffer, "aclose"):
+                with contextlib.suppress(Exception):
+                    await buffer.aclose()
             with contextlib.suppress(Exception):
                 await self.source.close()
+            self.state = final  # last: whoever waits for the end sees windows flushed and the source closed
 
     def _push(self, raw: pd.DataFrame) -> None:
         n = len(raw)
@@ -422,10 +430,11 @@ class Pipeline:
 
 async def rebatch(frames: AsyncIterator[pd.DataFrame] | BoundedBuffer, size: int,
                   interval: float) -> AsyncIterator[pd.DataFrame]:
-    """Regroup frames into micro-batches of at most ``size`` rows, flushed after ``interval`` seconds.
+    """Join frames until they hold ``size`` rows or the oldest has waited ``interval`` seconds.
 
-    A frame bigger than ``size`` is cut; small frames are joined until the size is reached or the
-    oldest waiting frame has waited ``interval`` seconds.
+    A joined frame may exceed ``size`` (the pipeline cuts it, and commits once all pieces are handled).
+    ``frames`` must survive a cancelled ``__anext__`` (a :class:`BoundedBuffer` does), because waiting
+    is bounded with a timeout.
     """
     iterator = frames.__aiter__()
     pending: list[pd.DataFrame] = []
@@ -455,7 +464,6 @@ async def rebatch(frames: AsyncIterator[pd.DataFrame] | BoundedBuffer, size: int
         if due:
             joined = pending[0] if len(pending) == 1 else pd.concat(pending, ignore_index=True)
             pending, count = [], 0
-            for start in range(0, len(joined), size):
-                yield joined.iloc[start : start + size] if len(joined) > size else joined
+            yield joined
     if failure is not None:
         raise failure

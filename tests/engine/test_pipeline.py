@@ -135,9 +135,37 @@ def test_rebatch_by_size_and_by_time():
 
     sizes = asyncio.run(scenario())
     assert sum(sizes) == 40
-    assert max(sizes) <= 10  # the 25-row frame was cut
-    assert sizes[-3:] == [10, 10, 5]
-    assert any(s < 10 for s in sizes[:-3])  # the trickle was flushed by time, not held for size
+    assert sizes[-1] == 25  # a big frame passes whole: the pipeline cuts it and commits once
+    assert len(sizes) >= 3 and all(s < 10 for s in sizes[:-1])  # the trickle was flushed by time
+
+
+def test_big_frames_are_cut_to_the_batch_size_and_committed_once(settings):
+    class Counting(Source):
+        kind = "counting"
+
+        def __init__(self):
+            super().__init__()
+            self.commits_after: list[int] = []
+            self.seen = 0
+
+        async def batches(self):
+            yield frame(25)
+            yield frame(5, start=25)
+
+        async def commit(self):
+            self.commits_after.append(self.seen)
+
+    source = Counting()
+    sizes = []
+
+    def observe(batch):
+        source.seen += len(batch)
+        sizes.append(len(batch))
+        return batch
+
+    Pipeline.from_source(source, settings=settings).batch(size=10, interval=0.01).apply(observe).run(timeout=10)
+    assert sizes[:3] == [10, 10, 5] and sum(sizes) == 30
+    assert source.commits_after[0] == 25, "commit only after every piece of the joined frame was handled"
 
 
 def test_bounded_buffer_applies_backpressure():

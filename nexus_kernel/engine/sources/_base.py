@@ -34,6 +34,10 @@ class Source:
     """
 
     kind: str = "source"
+    #: True when ``batches()`` returns an iterator that bounds its own read-ahead and survives a
+    #: cancelled ``__anext__``; the pipeline then reads it directly, with no buffer of its own in
+    #: between, so that ``commit()`` never covers a batch the pipeline has not handled yet.
+    self_buffered: bool = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params

@@ -143,6 +143,7 @@ class RedisSource(Source):
     """Consumer of a Redis Stream in a consumer group; see the module docstring."""
 
     kind = "redis"
+    self_buffered = True
 
     def __init__(
         self,

@@ -84,6 +84,7 @@ class WebSocketSource(Source):
     """Client of a WebSocket feed of JSON records; see the module docstring."""
 
     kind = "websocket"
+    self_buffered = True
 
     def __init__(
         self,
