@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     # Gateway
     host: str = Field("127.0.0.1", description="Address the gateway and dashboard bind to.")
     port: int = Field(8765, ge=0, le=65535, description="Gateway port.")
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 signing secret of gateway tokens; unset: one is made in home/jwt_secret (0600).")
+    jwt_public_key: Path | None = Field(None, description="PEM public key: accept RS256 tokens signed by its pair.")
+    jwt_private_key: Path | None = Field(None, description="PEM private key: mint RS256 tokens (`nexus token`).")
+    jwt_audience: str = Field("nexus", description="Required 'aud' claim of gateway tokens.")
+    jwt_issuer: str = Field("nexus", description="Required 'iss' claim of gateway tokens.")
+    jwt_ttl: float = Field(12 * 3600.0, gt=0, description="Seconds a minted token is valid.")
+    tls_cert: Path | None = Field(None, description="PEM certificate: the gateway serves HTTPS when set with tls_key.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    max_body_bytes: int = Field(32 << 20, gt=0, description="Largest request body the gateway reads (bytes).")
+    rate_limit: int = Field(1200, gt=0, description="Requests per rate_window per API key or token subject.")
+    rate_limit_address: int = Field(2400, gt=0, description="Requests per rate_window per client address.")
+    rate_window: float = Field(60.0, gt=0, description="Sliding window of the gateway rate limits (seconds).")
+    ws_queue: int = Field(256, gt=0, description="Messages a WebSocket client may have waiting before some are dropped.")
 
     # Forecasting (nexus_kernel.analysis.models)
     forecast_model: str = Field("auto", description="Forecaster retrain() trains: 'auto', 'ets', 'gbm', ...")

@@ -1,0 +1,78 @@
+"""Where results live: the ``Store`` protocol and its backends (DuckDB, PostgreSQL), the spool that keeps
+writes through outages, backup/restore — and the cache and live bus.
+
+>>> from nexus_kernel.storage import open_store
+>>> store = open_store("memory")
+"""
+
+from ._tables import POINT_COLUMNS, POINT_KEY, TABLES, BatchTypeError, TableSpec
+from ._protocol import (
+    AGGREGATES,
+    STORES,
+    BaseStore,
+    Store,
+    StoreError,
+    StoreLockedError,
+    StoreUnavailable,
+    open_store,
+    parse_span,
+    parse_time,
+)
+from ._migrations import LATEST as SCHEMA_VERSION
+from ._duckdb import DuckDBStore
+from ._postgres import PostgresStore
+from ._spool import ResilientStore, Spool, SpoolFullError
+from ._backup import backup, restore
+
+__all__ = [
+    "AGGREGATES",
+    "BaseStore",
+    "BatchTypeError",
+    "DuckDBStore",
+    "POINT_COLUMNS",
+    "POINT_KEY",
+    "PostgresStore",
+    "ResilientStore",
+    "SCHEMA_VERSION",
+    "STORES",
+    "Spool",
+    "SpoolFullError",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "StoreUnavailable",
+    "TABLES",
+    "TableSpec",
+    "backup",
+    "open_store",
+    "parse_span",
+    "parse_time",
+    "restore",
+]
+
+# ---- cache and live bus (owned by the cache/bus engineer: add their imports and __all__ entries below) ----
+from ._cache import Cache, MemoryCache, caches, open_cache
+from ._bus import Bus, BusError, MemoryBus, Message, SubscriberLagged, Subscription, buses, open_bus
+
+try:  # the Redis members need the `server` extra; without it open_cache/open_bus fall back to memory
+    from ._bus_redis import RedisBus
+    from ._cache_redis import RedisCache
+except ImportError:  # pragma: no cover - depends on the installed extras
+    pass
+else:
+    __all__ += ["RedisBus", "RedisCache"]
+
+__all__ += [
+    "Bus",
+    "BusError",
+    "Cache",
+    "MemoryBus",
+    "MemoryCache",
+    "Message",
+    "SubscriberLagged",
+    "Subscription",
+    "buses",
+    "caches",
+    "open_bus",
+    "open_cache",
+]
