@@ -65,7 +65,7 @@ def read_status(settings: Settings) -> dict[str, Any] | None:
 
 
 def default_pipeline(settings: Settings) -> Pipeline:
-    """The built-in stream: simulated sensors, validated, aggregated per minute.
+    """The built-in stream: simulated sensors, validated, stored, published, scored, aggregated per minute.
 
     Event time advances with the wall clock: the tick spacing is ``series / rate`` seconds.
     """
@@ -76,7 +76,27 @@ def default_pipeline(settings: Settings) -> Pipeline:
     )
     return (Pipeline.from_source(source, name=DEFAULT_STREAM, settings=settings)
             .validate()
-            .window("1min", agg=["count", "mean", "min", "max"]))
+            .store()
+            .cache()
+            .publish("points")
+            .analyze()
+            .window("1min", agg=["count", "mean", "min", "max"])
+            .publish("windows"))
+
+
+def open_services(settings: Settings) -> dict[str, Any]:
+    """The store, cache and live bus every stream of this process shares (embedded by default)."""
+    from .storage import open_bus, open_cache, open_store
+
+    return {"store": open_store(settings), "cache": open_cache(settings), "bus": open_bus(settings)}
+
+
+def close_services(services: dict[str, Any]) -> None:
+    for name in ("bus", "cache", "store"):
+        service = services.get(name)
+        if service is not None:
+            with contextlib.suppress(Exception):
+                service.close()
 
 
 class LatestValues:
@@ -118,19 +138,24 @@ class UpView:
             pipe = self.manager.pipelines.get(row["name"])
             info = getattr(pipe.source, "info", None) if pipe else None
             row["anomalies_injected"] = info()["anomalies_injected"] if callable(info) else None
+            analyze = next((s for s in pipe.steps if getattr(s, "kind", None) == "analyze"), None) if pipe else None
+            row["anomalies_detected"] = analyze.anomalies if analyze is not None else None
+            row["recent_anomalies"] = _recent(analyze)
             tracker = self.latest.get(row["name"])
             row["latest"] = {k: round(v[1], 3) for k, v in sorted(tracker.values.items())} if tracker else {}
         return rows
 
     def render(self, rows: list[dict[str, Any]]) -> Group:
         table = Table(title="Nexus streams", expand=False)
-        for col in ("stream", "state", "source", "rate/s", "lag s", "in", "out", "dead letters", "anomalies injected"):
+        for col in ("stream", "state", "source", "rate/s", "lag s", "in", "out", "dead letters",
+                    "anomalies injected", "anomalies detected"):
             table.add_column(col, justify="right" if col not in ("stream", "state", "source") else "left")
         for r in rows:
             table.add_row(r["name"], r["state"], r["source"], f"{r['rate']:.0f}",
                           "-" if r["lag"] is None else f"{r['lag']:.1f}", f"{r['records_in']:,}",
                           f"{r['records_out']:,}", f"{r['dead_letters']:,}",
-                          "-" if r["anomalies_injected"] is None else str(r["anomalies_injected"]))
+                          "-" if r["anomalies_injected"] is None else str(r["anomalies_injected"]),
+                          "-" if r["anomalies_detected"] is None else str(r["anomalies_detected"]))
         parts: list[Any] = [table]
         for r in rows:
             if not r["latest"]:
@@ -141,6 +166,13 @@ class UpView:
                 values.add_column(key, justify="right")
             values.add_row(*(f"{v:.2f}" for _, v in items))
             parts.append(values)
+            if r.get("recent_anomalies"):
+                feed = Table(title=f"{r['name']}: latest anomalies (why flagged)", expand=False)
+                for col in ("time", "series", "score", "reason"):
+                    feed.add_column(col)
+                for a in r["recent_anomalies"][-5:]:
+                    feed.add_row(a["ts"], a["series"], f"{a['score']:.2f}", a["why"])
+                parts.append(feed)
             if r.get("last_error"):
                 parts.append(f"[red]last error:[/red] {r['last_error']}")
         return Group(*parts)
@@ -152,7 +184,8 @@ class UpView:
             out.append(
                 f"{time.strftime('%H:%M:%S')} stream={r['name']} state={r['state']} rate={r['rate']:.0f}/s "
                 f"in={r['records_in']} out={r['records_out']} dead_letters={r['dead_letters']} "
-                f"anomalies_injected={r['anomalies_injected']} {latest}".rstrip())
+                f"anomalies_injected={r['anomalies_injected']} anomalies_detected={r['anomalies_detected']} "
+                f"{latest}".rstrip())
         return "\n".join(out)
 
 
@@ -165,8 +198,9 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
     if pid is not None and pid != os.getpid():
         raise HomeBusyError(f"nexus up is already running for {settings.home} (pid {pid})")
     pid_path = settings.home / "up.pid"
+    services = open_services(settings)
     pid_path.write_text(str(os.getpid()))
-    manager = StreamManager(settings, run=True)
+    manager = StreamManager(settings, services=services, run=True)
     view = UpView(manager, console, headless)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,7 +215,7 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
         for name in manager.pipelines:
             view.watch(name, manager.pipelines[name])
         console.print(f"nexus up: home {settings.home.resolve()} · streams running: "
-                      f"{', '.join(restored) or 'none'} · Ctrl-C to stop", highlight=False)
+                      f"{', '.join(restored) or 'none'} · Ctrl-C to stop", highlight=False, soft_wrap=True)
         if on_ready:
             on_ready()
         deadline = None if duration is None else time.monotonic() + duration
@@ -204,6 +238,7 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
                     break
     finally:
         await manager.shutdown_async()
+        close_services(services)
         with contextlib.suppress(FileNotFoundError):
             pid_path.unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -213,6 +248,24 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
                 loop.remove_signal_handler(sig)
     console.print("nexus up: stopped cleanly", highlight=False)
     return 0
+
+
+def _recent(analyze: Any) -> list[dict[str, Any]]:
+    """The newest flagged points of an analyze step, with a one-line why from their reason facts."""
+    recent = getattr(analyze, "recent", None)
+    if recent is None or recent.empty:
+        return []
+    rows = []
+    for item in recent.tail(5).to_dict("records"):
+        try:
+            facts = json.loads(item["reason"])
+        except (TypeError, ValueError):
+            facts = {}
+        why = ", ".join(f"{k}={v}" for k, v in facts.items() if k in ("detector", "feature", "statistic", "threshold")
+                        ) or str(item["reason"])[:80]
+        rows.append({"ts": str(item["ts"])[:19], "series": str(item["series"]), "score": float(item["score"]),
+                     "why": why})
+    return rows
 
 
 def _write_status(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .config import Settings, SettingsError, load_settings
+from ._clictx import settings_for
+from .config import Settings
 
 __all__ = ["main", "cli"]
 
@@ -43,12 +44,7 @@ class _Group(click.Group):
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    base: dict[str, Any] = dict(ctx.find_root().obj or {})
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return load_settings(**base)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return settings_for(ctx, **overrides)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

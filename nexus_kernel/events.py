@@ -7,6 +7,9 @@ per record and those columns — the *batch contract* every source, step, sink a
 
     stream: str   series: str   ts: datetime64[ns, UTC]   seq: int64   <field>...: float64   [attrs: str]
 
+``stream`` and ``series`` are text: a string column, or a categorical of strings — what the validator
+emits, because grouping by a categorical is many times cheaper on the hot path.
+
 :class:`Validator` turns a raw batch (any dtypes: strings for times, objects for values) into a clean
 batch, vectorized over the whole frame. Bad rows are split off — never dropped, never raised — into a
 dead-letter frame that keeps the original payload and says why:

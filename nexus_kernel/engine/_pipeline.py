@@ -109,6 +109,7 @@ class Pipeline:
         self._stopping = False
         self._collected: list[pd.DataFrame] | None = None
         self._counting = False
+        self._dead_letters_stored = False
 
     # -- building ------------------------------------------------------------------------------
 
@@ -147,6 +148,23 @@ class Pipeline:
     def sink(self, target: Any, topic: str = "points") -> "Pipeline":
         """Write each batch to a store, a bus or a callable, and pass it on."""
         return self.then(Sink(target, topic=topic))
+
+    def store(self) -> "Pipeline":
+        """Write batches to the process's store (``services["store"]``), idempotently."""
+        return self.step("store")
+
+    def cache(self) -> "Pipeline":
+        """Keep latest values and recent windows per series in the process's cache."""
+        return self.step("cache")
+
+    def publish(self, topic: str = "points") -> "Pipeline":
+        """Publish batches on the live bus as ``stream:<name>:<topic>``."""
+        return self.step("publish", topic=topic)
+
+    def analyze(self, **params: Any) -> "Pipeline":
+        """Detectors, change points (and forecasts with ``forecast=True``) on every batch; results go to
+        the store and the bus (see :class:`~nexus_kernel.analysis.Analyzer` for the parameters)."""
+        return self.step("analyze", **params)
 
     def batch(self, size: int | None = None, interval: float | None = None) -> "Pipeline":
         """Cut the source's output into micro-batches of ``size`` rows or ``interval`` seconds."""
@@ -322,6 +340,10 @@ class Pipeline:
         context = StepContext(self.name, self.settings, self.dead_letters, self.services)
         for step in self._steps:
             bind(step, context)
+        store = self.services.get("store")
+        if store is not None and not self._dead_letters_stored:
+            self.dead_letters.add_sink(lambda dead: store.append("dead_letters", dead))
+            self._dead_letters_stored = True
         if self.source.self_buffered:
             buffer: Any = self.source.batches()
         else:

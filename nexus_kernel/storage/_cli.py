@@ -27,9 +27,9 @@ _store_option = click.option("--store", "store_spec", default=None,
 
 
 def _open(spec: str | None):
-    from ..config import load_settings
+    from .._clictx import settings_for
 
-    settings = load_settings()
+    settings = settings_for()
     try:
         return open_store(spec or settings.store, settings=settings)
     except StoreError as exc:

@@ -133,6 +133,9 @@ def _time(values: pd.Series, table: str, column: str) -> pd.Series:
 
 
 def _text(values: pd.Series, table: str, column: str) -> pd.Series:
+    if isinstance(values.dtype, pd.CategoricalDtype) and (
+            values.cat.categories.empty or pd.api.types.infer_dtype(values.cat.categories) == "string"):
+        return values.astype("string")  # the engine's categorical keys: text with a dictionary
     if isinstance(values.dtype, pd.StringDtype) or pd.api.types.is_string_dtype(values.dtype):
         ok = values.dropna().map(lambda v: isinstance(v, str)).all() if values.dtype == object else True
         if ok:

@@ -112,3 +112,20 @@ def test_a_second_up_on_the_same_home_is_refused(tmp_path):
     (home / "up.pid").write_text(str(os.getpid()))  # a live process owns the home
     out = nexus("up", "--headless", "--duration", "1", home=home)
     assert out.returncode == 1 and "nexus up is already running" in out.stderr
+
+
+def test_history_survives_a_restart_and_nexus_query_prints_it(tmp_path):
+    home = tmp_path / "home"
+    env = {"NEXUS_SIM_RATE": "400", "NEXUS_SIM_SERIES": "4"}
+    first = nexus("up", "--headless", "--duration", "4", home=home, env=env)
+    assert first.returncode == 0, first.stderr
+    after_first = nexus("query", "sensors", "--last", "1h", "--limit", "0", "--format", "csv", home=home)
+    assert after_first.returncode == 0, after_first.stderr
+    rows_first = len(after_first.stdout.strip().splitlines()) - 1
+    assert rows_first > 100
+    second = nexus("up", "--headless", "--duration", "3", home=home, env=env)
+    assert second.returncode == 0 and "streams running: sensors" in second.stdout
+    after_second = nexus("query", "sensors", "--last", "1h", "--limit", "0", "--format", "csv", home=home)
+    assert len(after_second.stdout.strip().splitlines()) - 1 > rows_first  # the old rows plus new ones
+    resampled = nexus("query", "sensors", "--last", "1h", "--every", "1min", home=home)
+    assert resampled.returncode == 0 and "s0000" in resampled.stdout

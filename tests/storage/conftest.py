@@ -1,7 +1,7 @@
 """Fixtures of the storage tests: a throwaway PostgreSQL database for the session, a fresh store per test.
 
-PostgreSQL is the real server on 127.0.0.1:5432 (trust auth); the database ``nexus_test_<random>`` is
-created at the start of the session and dropped at its end. Each PostgreSQL store of a test gets its own
+PostgreSQL is the real server on 127.0.0.1:5432 (trust auth); the database ``nexus_test_<random>`` comes
+from the root conftest's ``pg_dsn`` (created for the session, dropped at its end). Each PostgreSQL store of a test gets its own
 schema, dropped after the test, so tests never see each other's rows.
 """
 
@@ -17,17 +17,6 @@ from psycopg import sql
 from nexus_kernel.storage import STORES, DuckDBStore, PostgresStore
 from storage_helpers import new_schema
 
-ADMIN_DSN = os.environ.get("NEXUS_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@pytest.fixture(scope="session")
-def pg_dsn():
-    name = f"nexus_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 class Factory:

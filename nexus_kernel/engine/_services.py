@@ -1,0 +1,138 @@
+"""Steps that hand batches to the shared services of a process: the store, the cache, the live bus, and
+the analysis that scores every batch.
+
+They find their service in the pipeline's :class:`~nexus_kernel.engine.StepContext` (``services``),
+so a saved stream spec names only the step (``{"kind": "store"}``), never a connection: the process that
+runs the stream decides where its data goes. A step whose service is absent passes batches on untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ._steps import StepContext, steps
+
+__all__ = ["Analyze", "Publish", "StoreWrite", "CacheLatest"]
+
+
+class _ServiceStep:
+    kind = "service"
+    service = ""
+
+    def __init__(self) -> None:
+        self.context: StepContext | None = None
+        self.written = 0
+
+    def bind(self, context: StepContext) -> None:
+        self.context = context
+
+    @property
+    def target(self) -> Any:
+        return None if self.context is None else self.context.services.get(self.service)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": {}}
+
+
+@steps.register("store")
+class StoreWrite(_ServiceStep):
+    """Write each batch to the process's store (idempotently) and pass it on.
+
+    The write happens before the source is told to commit, so an acknowledging source (Redis Streams)
+    acknowledges only records the store has committed — or spooled to disk, for a store that spools.
+    """
+
+    kind = "store"
+    service = "store"
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        store = self.target
+        if store is not None and not batch.empty:
+            store.write(batch)
+            self.written += len(batch)
+        return batch
+
+
+@steps.register("cache")
+class CacheLatest(_ServiceStep):
+    """Keep the latest value and a recent window per series in the process's cache."""
+
+    kind = "cache"
+    service = "cache"
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        cache = self.target
+        if cache is not None and not batch.empty:
+            cache.put_latest(batch)
+        return batch
+
+
+@steps.register("publish")
+class Publish(_ServiceStep):
+    """Publish each batch on the live bus as ``stream:<name>:<topic>``; never waits for subscribers."""
+
+    kind = "publish"
+    service = "bus"
+
+    def __init__(self, topic: str = "points") -> None:
+        super().__init__()
+        self.topic = topic
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        bus = self.target
+        if bus is not None and not batch.empty and self.context is not None:
+            bus.publish_nowait(f"stream:{self.context.stream}:{self.topic}", batch)
+        return batch
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": {"topic": self.topic}}
+
+
+@steps.register("analyze")
+class Analyze(_ServiceStep):
+    """Score every batch with the analysis package; anomalies (and forecasts) go to the store and bus.
+
+    Parameters are those of :class:`nexus_kernel.analysis.Analyzer`. Only flagged points are stored and
+    published by default (``only_anomalies=True``): on a busy stream, every score would be most of the
+    traffic. The batch itself passes on unchanged; the newest results are kept on the step
+    (``recent``) for views that run in the same process.
+    """
+
+    kind = "analyze"
+
+    def __init__(self, detector: str = "ensemble", only_anomalies: bool = True, forecast: bool = False,
+                 keep: int = 200, **params: Any) -> None:
+        super().__init__()
+        from ..analysis import Analyzer
+
+        self.params = {"detector": detector, "only_anomalies": only_anomalies, "forecast": forecast, **params}
+        self.analyzer = Analyzer(detector=detector, only_anomalies=only_anomalies, forecast=forecast, **params)
+        self.keep = keep
+        self.recent: pd.DataFrame | None = None
+        self.anomalies = 0
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if batch.empty:
+            return batch
+        results = self.analyzer.update(batch)
+        services = self.context.services if self.context is not None else {}
+        stream = self.context.stream if self.context is not None else "stream"
+        for table, frame in results.items():
+            if frame is None or frame.empty:
+                continue
+            if table == "anomalies":
+                flagged = frame[frame["is_anomaly"]]
+                self.anomalies += len(flagged)
+                if not flagged.empty:
+                    joined = flagged if self.recent is None else pd.concat([self.recent, flagged], ignore_index=True)
+                    self.recent = joined.tail(self.keep).reset_index(drop=True)
+            if services.get("store") is not None:
+                services["store"].append(table, frame)
+            if services.get("bus") is not None:
+                services["bus"].publish_nowait(f"stream:{stream}:{table}", frame)
+        return batch
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": dict(self.params)}
