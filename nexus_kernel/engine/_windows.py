@@ -1,20 +1,21 @@
 """Per-series event-time windows with watermarks: tumbling, sliding and session.
 
-Every record is first reduced to a *partial aggregate* (count, sum, sum of squares, min, max, first and
-last by event time) per window; partials merge associatively, so a window's result does not depend on
-how its records were cut into batches or in which order they arrived. All of it is vectorized with
-pandas group-bys over the whole micro-batch.
+Every record is first turned into a *partial aggregate* (count, sum, sum of squares, min, max, first and
+last by event time); partials merge associatively, so a window's result does not depend on how its
+records were cut into batches or in which order they arrived. Merging is vectorized with NumPy over the
+whole micro-batch: rows get a dense group id (series × window), and ``bincount`` / ``ufunc.at`` reduce
+each group in one pass.
 
 The *watermark* of a stream is the newest event time seen minus ``allowed_lateness``. A window is
 emitted, once, when its end is at or behind the watermark. A record whose window has already been
 emitted is *late*: it goes to the dead-letter queue with reason ``late`` and changes nothing.
 
 Output columns: ``stream, series, window_start, window_end``, then ``<field>_<agg>`` for every field
-and aggregate (``count, sum, mean, min, max, first, last, std, var``).
+and aggregate (``count, sum, mean, min, max, first, last, std, var``). Session windows end at their last
+record plus the gap.
 
 Caveats: the watermark is per stream, so a series that stops reporting still has its windows closed by
-the others' progress; session windows that are still open when the pipeline stops are emitted by
-``flush()``.
+the others' progress; windows still open when the pipeline stops are emitted by ``flush()``.
 
 Example
 -------
@@ -41,8 +42,89 @@ from ._steps import StepContext, steps
 __all__ = ["Window", "AGGREGATES"]
 
 AGGREGATES = ("count", "sum", "mean", "min", "max", "first", "last", "std", "var")
-_PARTS = ("n", "sum", "sq", "min", "max", "first", "first_ts", "last", "last_ts")
 _NS = 1_000_000_000
+_BIG = np.iinfo(np.int64).max
+_SMALL = np.iinfo(np.int64).min
+
+
+class _Partials:
+    """Columns of partial aggregates: keys (``sid``, ``start``, ``end``) and, per field, the parts."""
+
+    __slots__ = ("sid", "start", "end", "parts")
+
+    def __init__(self, sid: np.ndarray, start: np.ndarray, end: np.ndarray, parts: dict[str, dict[str, np.ndarray]]):
+        self.sid, self.start, self.end, self.parts = sid, start, end, parts
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+    def take(self, index: np.ndarray) -> "_Partials":
+        return _Partials(self.sid[index], self.start[index], self.end[index],
+                         {f: {k: v[index] for k, v in p.items()} for f, p in self.parts.items()})
+
+    @staticmethod
+    def concat(a: "_Partials | None", b: "_Partials") -> "_Partials":
+        if a is None or len(a) == 0:
+            return b
+        return _Partials(np.concatenate([a.sid, b.sid]), np.concatenate([a.start, b.start]),
+                         np.concatenate([a.end, b.end]),
+                         {f: {k: np.concatenate([a.parts[f][k], b.parts[f][k]]) for k in b.parts[f]}
+                          for f in b.parts})
+
+    @staticmethod
+    def of_records(sid: np.ndarray, t: np.ndarray, values: dict[str, np.ndarray]) -> "_Partials":
+        parts = {}
+        for f, v in values.items():
+            ok = np.isfinite(v)
+            clean = np.where(ok, v, 0.0)
+            parts[f] = {
+                "n": ok.astype(np.int64), "sum": clean, "sq": clean * clean,
+                "min": np.where(ok, v, np.inf), "max": np.where(ok, v, -np.inf),
+                "first": clean, "first_ts": np.where(ok, t, _BIG), "last": clean, "last_ts": np.where(ok, t, _SMALL),
+            }
+        return _Partials(sid, t.copy(), t.copy(), parts)
+
+
+def _combine(rows: _Partials, ids: np.ndarray, groups: int, span: bool) -> _Partials:
+    """Merge rows that share a group id: sums add, extremes combine, first/last follow event time."""
+    index = np.arange(len(ids))
+    rep = np.full(groups, len(ids), dtype=np.int64)
+    np.minimum.at(rep, ids, index)  # one representative row per group, for its keys
+    sid, start = rows.sid[rep], rows.start[rep]
+    end = rows.end[rep]
+    if span:  # sessions: a group spans from its earliest start to its latest end
+        start = np.full(groups, _BIG, dtype=np.int64)
+        np.minimum.at(start, ids, rows.start)
+        end = np.full(groups, _SMALL, dtype=np.int64)
+        np.maximum.at(end, ids, rows.end)
+    parts = {}
+    for f, p in rows.parts.items():
+        out = {
+            "n": np.bincount(ids, weights=p["n"], minlength=groups).astype(np.int64),
+            "sum": np.bincount(ids, weights=p["sum"], minlength=groups),
+            "sq": np.bincount(ids, weights=p["sq"], minlength=groups),
+        }
+        lo = np.full(groups, np.inf)
+        np.minimum.at(lo, ids, p["min"])
+        hi = np.full(groups, -np.inf)
+        np.maximum.at(hi, ids, p["max"])
+        out["min"], out["max"] = lo, hi
+        first_ts = np.full(groups, _BIG, dtype=np.int64)
+        np.minimum.at(first_ts, ids, p["first_ts"])
+        last_ts = np.full(groups, _SMALL, dtype=np.int64)
+        np.maximum.at(last_ts, ids, p["last_ts"])
+        # among rows holding the group's first (last) time, the earliest (latest) row wins ties
+        pick = np.full(groups, len(ids), dtype=np.int64)
+        hit = np.flatnonzero(p["first_ts"] == first_ts[ids])
+        np.minimum.at(pick, ids[hit], hit)
+        out["first"] = np.where(pick < len(ids), p["first"][np.minimum(pick, len(ids) - 1)], 0.0)
+        pick = np.full(groups, -1, dtype=np.int64)
+        hit = np.flatnonzero(p["last_ts"] == last_ts[ids])
+        np.maximum.at(pick, ids[hit], hit)
+        out["last"] = np.where(pick >= 0, p["last"][np.maximum(pick, 0)], 0.0)
+        out["first_ts"], out["last_ts"] = first_ts, last_ts
+        parts[f] = out
+    return _Partials(sid, start, end, parts)
 
 
 @steps.register("window")
@@ -62,7 +144,7 @@ class Window:
     lateness
         Allowed lateness; ``None`` takes the ``allowed_lateness`` setting when bound, else 0.
     fields
-        Fields to aggregate (default: every field of the batch).
+        Fields to aggregate (default: every field of the first batch).
     """
 
     kind = "window"
@@ -92,8 +174,10 @@ class Window:
         self.fields = list(fields) if fields else None
         self._lateness_param = lateness
         self.lateness = _seconds(lateness) if lateness is not None else None
-        self.watermark: int | None = None  # ns since epoch
-        self._state: pd.DataFrame | None = None  # open partials, one row per (series, window_start)
+        self.watermark: int | None = None  # ns since the epoch
+        self._state: _Partials | None = None
+        self._sids: dict[str, int] = {}
+        self._names: list[str] = []
         self.context: StepContext | None = None
         self.stream = "stream"
         self.late = 0
@@ -115,6 +199,10 @@ class Window:
         if self.lateness is None:
             self.lateness = float(context.settings.allowed_lateness)
 
+    @property
+    def open_windows(self) -> int:
+        return 0 if self._state is None else len(self._state)
+
     # -- the step ------------------------------------------------------------------------------
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None:
@@ -122,225 +210,159 @@ class Window:
             return None
         if self.lateness is None:
             self.lateness = 0.0
-        fields = self.fields or field_columns(batch)
         if self.fields is None:
-            self.fields = fields
-        ts = batch[TIME].to_numpy(dtype="datetime64[ns]").view("int64") if batch[TIME].dt.tz is None else \
-            batch[TIME].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view("int64")
-        if "stream" in batch.columns and len(batch):
+            self.fields = field_columns(batch)
+        if "stream" in batch.columns:
             self.stream = str(batch["stream"].iat[0])
-        partial = self._partials(batch[SERIES].array, ts, batch, fields)
-        partial = self._assign(partial)
-        on_time = self._split_late(partial, batch)
-        self._state = _merge(self._state, on_time, ["series", "wstart"] if self.window_kind != "session" else None)
-        if self.window_kind == "session":
-            self._state = self._sessionize(self._state)
-        newest = int(ts.max())
-        mark = newest - int(self.lateness * _NS)
-        self.watermark = mark if self.watermark is None else max(self.watermark, mark)
+        t = _nanoseconds(batch[TIME])
+        sid = self._series_ids(batch[SERIES])
+        values = {f: batch[f].to_numpy(dtype="float64") if f in batch.columns else np.full(len(batch), np.nan)
+                  for f in self.fields}
+        late = self._late(sid, t)
+        if late.any():
+            self._dead_letter(batch.loc[late])
+            keep = ~late
+            sid, t, values = sid[keep], t[keep], {f: v[keep] for f, v in values.items()}
+        if len(t):
+            self._absorb(_Partials.of_records(sid, t, values))
+            mark = int(t.max()) - int(self.lateness * _NS)
+            self.watermark = mark if self.watermark is None else max(self.watermark, mark)
         return self._emit(closed_only=True)
 
     def flush(self) -> pd.DataFrame | None:
         """Emit every open window (at stop, or when the source has ended)."""
         return self._emit(closed_only=False)
 
-    @property
-    def open_windows(self) -> int:
-        return 0 if self._state is None else len(self._state)
-
     # -- internals -----------------------------------------------------------------------------
 
-    def _partials(self, series: Any, ts: np.ndarray, batch: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
-        data: dict[str, Any] = {"series": series, "t": ts}
-        for f in fields:
-            v = batch[f].to_numpy(dtype="float64")
-            finite = np.isfinite(v)
-            data[f"{f}|n"] = finite.astype(np.int64)
-            data[f"{f}|v"] = np.where(finite, v, np.nan)
-        return pd.DataFrame(data)
-
-    def _assign(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Give each record its window(s): a ``wstart`` (and for sessions its own one-point span)."""
-        t = rows["t"].to_numpy()
-        if self.window_kind == "tumbling":
-            rows["wstart"] = t - np.mod(t, self.size.value)
-            return _reduce(rows, self.fields or [], ["series", "wstart"])
-        if self.window_kind == "sliding":
-            base = t - np.mod(t, self.slide.value)
-            copies = self.size.value // self.slide.value
-            parts = []
-            for j in range(copies):
-                part = rows.copy()
-                part["wstart"] = base - j * self.slide.value
-                parts.append(part)
-            return _reduce(pd.concat(parts, ignore_index=True), self.fields or [], ["series", "wstart"])
-        rows["wstart"] = t
-        rows["wend"] = t
-        return _reduce(rows, self.fields or [], ["series", "wstart", "wend"])
-
-    def _window_end(self, frame: pd.DataFrame) -> np.ndarray:
-        if self.window_kind == "session":
-            return frame["wend"].to_numpy() + self.size.value
-        return frame["wstart"].to_numpy() + self.size.value
-
-    def _split_late(self, partial: pd.DataFrame, batch: pd.DataFrame) -> pd.DataFrame:
-        if self.watermark is None or partial.empty:
-            return partial
-        ends = self._window_end(partial)
-        late = ends <= self.watermark
-        if self.window_kind == "session" and self._state is not None and not self._state.empty and late.any():
-            late &= ~self._joins_open_session(partial)
-        if not late.any():
-            return partial
-        self._dead_letter(partial.loc[late], batch)
-        return partial.loc[~late]
-
-    def _joins_open_session(self, partial: pd.DataFrame) -> np.ndarray:
-        state = self._state
-        assert state is not None
-        bounds = state.groupby("series")[["wstart", "wend"]].agg({"wstart": "min", "wend": "max"})
-        lo = partial["series"].map(bounds["wstart"]).to_numpy(dtype="float64")
-        hi = partial["series"].map(bounds["wend"]).to_numpy(dtype="float64")
-        t = partial["wstart"].to_numpy(dtype="float64")
-        gap = float(self.size.value)
-        return (t >= lo - gap) & (t <= hi + gap)
-
-    def _dead_letter(self, late: pd.DataFrame, batch: pd.DataFrame) -> None:
-        keys = late[["series", "wstart"]]
-        ts_ns = batch[TIME].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view("int64")
-        if self.window_kind == "tumbling":
-            starts = ts_ns - np.mod(ts_ns, self.size.value)
-        elif self.window_kind == "sliding":
-            starts = ts_ns - np.mod(ts_ns, self.slide.value)  # the newest window the record belongs to
+    def _series_ids(self, column: pd.Series) -> np.ndarray:
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes, names = column.cat.codes.to_numpy(), column.cat.categories
         else:
-            starts = ts_ns
-        rows = pd.DataFrame({"series": batch[SERIES].astype(object).to_numpy(), "wstart": starts})
-        hit = rows.merge(keys.drop_duplicates(), on=["series", "wstart"], how="left", indicator=True)["_merge"]
-        mask = (hit == "both").to_numpy()
-        records = batch.loc[mask]
-        self.late += len(records)
-        if self.context is None or records.empty:
-            return
-        dead = make_dead_letters(records, self.stream, "late",
-                                 "window already emitted (event time behind the watermark)")
-        self.context.dead_letters.put(dead)
+            codes, names = pd.factorize(column)
+        lookup = np.fromiter((self._sid_of(str(n)) for n in names), dtype=np.int64, count=len(names))
+        return lookup[codes]
 
-    def _sessionize(self, state: pd.DataFrame) -> pd.DataFrame:
-        """Merge point-spans and open sessions of a series that lie within the gap of each other."""
-        if state.empty:
-            return state
-        state = state.sort_values(["series", "wstart"], kind="mergesort").reset_index(drop=True)
-        reach = state.groupby("series", sort=False)["wend"].cummax()
-        prev = reach.groupby(state["series"], sort=False).shift(1)
-        new_series = state["series"].ne(state["series"].shift(1))
-        gap = float(self.size.value)
-        starts = new_series | (state["wstart"].astype("float64") - prev.astype("float64") > gap)
-        state["session"] = starts.cumsum()
-        merged = _reduce_partials(state, self.fields or [], ["series", "session"], span=True)
-        return merged.drop(columns="session")
+    def _sid_of(self, name: str) -> int:
+        sid = self._sids.get(name)
+        if sid is None:
+            sid = self._sids[name] = len(self._names)
+            self._names.append(name)
+        return sid
+
+    def _late(self, sid: np.ndarray, t: np.ndarray) -> np.ndarray:
+        if self.watermark is None:
+            return np.zeros(len(t), dtype=bool)
+        if self.window_kind == "tumbling":
+            return t - np.mod(t, self.size.value) + self.size.value <= self.watermark
+        if self.window_kind == "sliding":  # late when even its newest window has closed
+            return t - np.mod(t, self.slide.value) + self.size.value <= self.watermark
+        late = t + self.size.value <= self.watermark
+        if late.any() and self._state is not None and len(self._state):
+            gap = self.size.value
+            lo = np.full(len(self._names), _BIG, dtype=np.int64)
+            hi = np.full(len(self._names), _SMALL, dtype=np.int64)
+            np.minimum.at(lo, self._state.sid, self._state.start)
+            np.maximum.at(hi, self._state.sid, self._state.end)
+            lo, hi = lo[sid], hi[sid]
+            joins = (hi != _SMALL) & (t >= lo - gap) & (t <= hi + gap)
+            late &= ~joins
+        return late
+
+    def _absorb(self, rows: _Partials) -> None:
+        if self.window_kind == "sliding":
+            copies = self.size.value // self.slide.value
+            base = rows.start - np.mod(rows.start, self.slide.value)
+            starts = np.concatenate([base - j * self.slide.value for j in range(copies)])
+            rows = rows.take(np.tile(np.arange(len(rows)), copies))
+            rows.start = starts
+            if self.watermark is not None:  # copies whose window has already been emitted are dropped
+                rows = rows.take(np.flatnonzero(starts + self.size.value > self.watermark))
+        elif self.window_kind == "tumbling":
+            rows.start = rows.start - np.mod(rows.start, self.size.value)
+        both = _Partials.concat(self._state, rows)
+        if self.window_kind == "session":
+            self._state = self._sessionize(both)
+            return
+        origin = both.start.min()
+        step = self.slide.value if self.window_kind == "sliding" else self.size.value
+        key = both.sid * (1 << 40) + (both.start - origin) // step
+        ids, uniques = pd.factorize(key)
+        self._state = _combine(both, ids, len(uniques), span=False)
+
+    def _sessionize(self, rows: _Partials) -> _Partials:
+        """Merge spans of a series that lie within the gap of each other into sessions."""
+        order = np.lexsort((rows.start, rows.sid))
+        rows = rows.take(order)
+        # running furthest end within each series (series are contiguous after the sort)
+        new_series = np.r_[True, rows.sid[1:] != rows.sid[:-1]]
+        reach = pd.Series(rows.end).groupby(np.cumsum(new_series)).cummax().to_numpy()
+        prev = np.r_[_SMALL, reach[:-1]]
+        breaks = new_series | (rows.start - prev > self.size.value)
+        ids = np.cumsum(breaks) - 1
+        return _combine(rows, ids, int(ids[-1]) + 1 if len(ids) else 0, span=True)
+
+    def _ends(self, state: _Partials) -> np.ndarray:
+        if self.window_kind == "session":
+            return state.end + self.size.value
+        return state.start + self.size.value
 
     def _emit(self, closed_only: bool) -> pd.DataFrame | None:
         state = self._state
-        if state is None or state.empty:
+        if state is None or len(state) == 0:
             return None
         if closed_only:
             if self.watermark is None:
                 return None
-            ends = self._window_end(state)
-            closed = ends <= self.watermark
+            closed = self._ends(state) <= self.watermark
             if not closed.any():
                 return None
-            out, self._state = state.loc[closed], state.loc[~closed].reset_index(drop=True)
+            out = state.take(np.flatnonzero(closed))
+            self._state = state.take(np.flatnonzero(~closed))
         else:
             out, self._state = state, None
         return self._finish(out)
 
-    def _finish(self, parts: pd.DataFrame) -> pd.DataFrame:
-        parts = parts.sort_values(["wstart", "series"], kind="mergesort")
-        start = parts["wstart"].to_numpy()
-        end = self._window_end(parts)
+    def _finish(self, parts: _Partials) -> pd.DataFrame:
+        order = np.lexsort((parts.sid, parts.start))
+        parts = parts.take(order)
+        names = np.asarray(self._names, dtype=object)
         result: dict[str, Any] = {
             "stream": pd.array([self.stream] * len(parts), dtype="string"),
-            "series": pd.array(parts["series"].to_numpy(dtype=object), dtype="string"),
-            "window_start": pd.to_datetime(start, utc=True),
-            "window_end": pd.to_datetime(end, utc=True),
+            "series": pd.array(names[parts.sid], dtype="string"),
+            "window_start": pd.to_datetime(parts.start, utc=True),
+            "window_end": pd.to_datetime(self._ends(parts), utc=True),
         }
         for f in self.fields or []:
-            n = parts[f"{f}|n"].to_numpy()
-            s = parts[f"{f}|sum"].to_numpy()
-            sq = parts[f"{f}|sq"].to_numpy()
+            p = parts.parts[f]
+            n, s, sq = p["n"], p["sum"], p["sq"]
+            empty = n == 0
             with np.errstate(invalid="ignore", divide="ignore"):
-                mean = np.where(n > 0, s / np.maximum(n, 1), np.nan)
+                mean = np.where(empty, np.nan, s / np.maximum(n, 1))
                 var = np.where(n > 1, (sq - s * s / np.maximum(n, 1)) / np.maximum(n - 1, 1), np.nan)
             var = np.where(np.isfinite(var), np.maximum(var, 0.0), np.nan)
             values = {
-                "count": n, "sum": s, "mean": mean, "min": parts[f"{f}|min"].to_numpy(),
-                "max": parts[f"{f}|max"].to_numpy(), "first": parts[f"{f}|first"].to_numpy(),
-                "last": parts[f"{f}|last"].to_numpy(), "var": var, "std": np.sqrt(var),
+                "count": n, "sum": s, "mean": mean,
+                "min": np.where(empty, np.nan, p["min"]), "max": np.where(empty, np.nan, p["max"]),
+                "first": np.where(empty, np.nan, p["first"]), "last": np.where(empty, np.nan, p["last"]),
+                "var": var, "std": np.sqrt(var),
             }
             for a in self.agg:
                 result[f"{f}_{a}"] = values[a]
-        return pd.DataFrame(result).reset_index(drop=True)
+        return pd.DataFrame(result)
+
+    def _dead_letter(self, records: pd.DataFrame) -> None:
+        self.late += len(records)
+        if self.context is None or records.empty:
+            return
+        self.context.dead_letters.put(make_dead_letters(
+            records, self.stream, "late", "window already emitted (event time behind the watermark)"))
 
 
-def _reduce(rows: pd.DataFrame, fields: list[str], keys: list[str]) -> pd.DataFrame:
-    """Reduce one-record rows (``t``, ``<f>|n``, ``<f>|v``) to partials per key."""
-    if not rows["t"].is_monotonic_increasing:
-        rows = rows.sort_values("t", kind="mergesort")
-    spec: dict[str, tuple[str, str]] = {}
-    for f in fields:
-        v = f"{f}|v"
-        rows[f"{f}|sq"] = rows[v] * rows[v]
-        spec[f"{f}|n"] = (f"{f}|n", "sum")
-        spec[f"{f}|sum"] = (v, "sum")
-        spec[f"{f}|sq"] = (f"{f}|sq", "sum")
-        spec[f"{f}|min"] = (v, "min")
-        spec[f"{f}|max"] = (v, "max")
-        spec[f"{f}|first"] = (v, "first")
-        spec[f"{f}|last"] = (v, "last")
-        spec[f"{f}|first_ts"] = ("t", "min")
-        spec[f"{f}|last_ts"] = ("t", "max")
-    if "wend" in keys:
-        keys = [k for k in keys if k != "wend"]
-        spec["wend"] = ("wend", "max")
-    out = rows.groupby(keys, sort=False, observed=True).agg(**spec).reset_index()
-    # partials are few (one per series and window): plain strings merge across batches safely
-    out["series"] = out["series"].astype(object)
-    return out
-
-
-def _reduce_partials(frame: pd.DataFrame, fields: list[str], keys: list[str], span: bool = False) -> pd.DataFrame:
-    """Merge partials that share a key: sums add, extremes combine, first/last follow event time."""
-    spec: dict[str, tuple[str, str]] = {}
-    for f in fields:
-        for part, how in (("n", "sum"), ("sum", "sum"), ("sq", "sum"), ("min", "min"), ("max", "max"),
-                          ("first_ts", "min"), ("last_ts", "max")):
-            spec[f"{f}|{part}"] = (f"{f}|{part}", how)
-    if span:
-        spec["wstart"] = ("wstart", "min")
-        spec["wend"] = ("wend", "max")
-    grouped = frame.groupby(keys, sort=False, observed=True)
-    out = grouped.agg(**spec)
-    for f in fields:
-        first = frame.sort_values(f"{f}|first_ts", kind="mergesort").groupby(
-            keys, sort=False, observed=True)[f"{f}|first"].first()
-        last = frame.sort_values(f"{f}|last_ts", kind="mergesort").groupby(
-            keys, sort=False, observed=True)[f"{f}|last"].last()
-        out[f"{f}|first"] = first.reindex(out.index)
-        out[f"{f}|last"] = last.reindex(out.index)
-    return out.reset_index()
-
-
-def _merge(state: pd.DataFrame | None, partial: pd.DataFrame, keys: list[str] | None) -> pd.DataFrame:
-    if state is None or state.empty:
-        return partial.reset_index(drop=True)
-    if partial.empty:
-        return state
-    both = pd.concat([state, partial], ignore_index=True)
-    if keys is None:  # sessions are merged by _sessionize
-        return both
-    fields = sorted({c.split("|")[0] for c in both.columns if "|" in c})
-    return _reduce_partials(both, fields, keys)
+def _nanoseconds(column: pd.Series) -> np.ndarray:
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        column = column.dt.tz_convert(None)
+    return column.to_numpy(dtype="datetime64[ns]").view("int64")
 
 
 def _seconds(value: str | float | pd.Timedelta) -> float:
