@@ -1,0 +1,244 @@
+"""The detector protocol: per-series online state, score-then-learn, one micro-batch at a time.
+
+A detector keeps a small, fixed-size *state* per series (numpy arrays and scalars, so it pickles) and
+exposes one method that matters, :meth:`Detector.score_learn`: given the next values of ONE series it
+returns, for every value, a score in [0, 1], the detector's statistic (e.g. a z-score) and the value it
+expected — each value is scored with the state as it was *before* that value, then learned. Inside a
+batch the work runs in a compiled loop (numba) because the recurrences are sequential; across series
+:meth:`Detector.update` loops over the series of a batch, which is the edge where Python is allowed.
+
+Defined behaviour on awkward input (tested by the conformance suite for every registered detector):
+
+=========================  ==================================================================
+input                      behaviour
+=========================  ==================================================================
+NaN / inf value            score 0, statistic NaN, the state is not touched (the point is skipped)
+fewer than ``warmup``      score 0 while the detector learns (a single point scores 0)
+constant series            score ~0, never an anomaly; the first departure from the constant scores high (the scale
+                           has a floor, so a zero spread never divides by zero)
+time gaps, irregular       detectors are sequence-based: the n-th value is the n-th observation,
+sampling                   whatever the spacing (seasonal periods are found in points)
+duplicate timestamps       rows are scored in (ts, seq) order, each as its own observation
+series mid-stream          a new series gets a fresh state and its own warm-up
+=========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..._registry import Registry
+
+__all__ = ["Detector", "Result", "detectors", "z_to_score", "score_to_z", "RESULT_COLUMNS"]
+
+detectors: Registry[type[Detector]] = Registry("detectors")
+
+RESULT_COLUMNS = ("series", "ts", "value", "score", "is_anomaly", "statistic", "expected", "since", "reason")
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def z_to_score(z: np.ndarray | float) -> np.ndarray:
+    """Two-sided Gaussian calibration: the probability a normal point is *less* extreme than ``|z|``."""
+    from scipy.special import erf
+
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(np.isfinite(z), erf(np.abs(np.nan_to_num(z)) / _SQRT2), 0.0)
+
+
+def score_to_z(score: float) -> float:
+    from scipy.special import erfinv
+
+    return float(_SQRT2 * erfinv(min(max(score, 0.0), 1.0 - 1e-16)))
+
+
+@dataclass
+class Result:
+    """What a detector says about the values of one series."""
+
+    score: np.ndarray  # [0, 1]
+    statistic: np.ndarray  # the detector's own measure of distance from normal (NaN when not scored)
+    expected: np.ndarray  # what the detector thought normal was (NaN when it has no such notion)
+
+
+class Detector:
+    """Base class of every online detector.
+
+    Subclasses set ``name``, ``feature`` (what is measured), ``statistic`` (the name of the distance
+    in the reason), ``threshold`` (on that statistic) and implement :meth:`new_state` and
+    :meth:`_run`. Parameters are keyword-only and stored as attributes so ``params()`` and cloning work.
+    """
+
+    name: ClassVar[str] = "detector"
+    feature: ClassVar[str] = "value"
+    statistic: ClassVar[str] = "z"
+    threshold: float = 4.0
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+        self._states: dict[str, Any] = {}
+        self._runs: dict[str, pd.Timestamp | None] = {}
+
+    # -- to implement --------------------------------------------------------------------------
+
+    def new_state(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _run(self, state: Any, x: np.ndarray) -> Result:  # pragma: no cover - abstract
+        """Score then learn every finite value of ``x`` (no NaN reaches here)."""
+        raise NotImplementedError
+
+    def _score_of(self, statistic: np.ndarray) -> np.ndarray:
+        return z_to_score(statistic)
+
+    # -- public --------------------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def clone(self) -> Detector:
+        """A fresh detector with the same parameters and no state."""
+        return type(self)(**self.params())
+
+    @property
+    def score_threshold(self) -> float:
+        """The score above which a point is an anomaly (the statistic threshold, calibrated)."""
+        return float(self._score_of(np.array([self.threshold]))[0])
+
+    def score_learn(self, key: str, values: Sequence[float] | np.ndarray) -> Result:
+        """Score, then learn, the next values of series ``key``; NaN values are scored 0 and skipped."""
+        x = np.ascontiguousarray(values, dtype=np.float64)
+        n = len(x)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = self.new_state()
+        ok = np.isfinite(x)
+        if ok.all():
+            return self._run(state, x)
+        out = Result(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan))
+        if ok.any():
+            part = self._run(state, x[ok])
+            out.score[ok], out.statistic[ok], out.expected[ok] = part.score, part.statistic, part.expected
+        return out
+
+    def reset(self, key: str | None = None) -> None:
+        if key is None:
+            self._states.clear()
+            self._runs.clear()
+        else:
+            self._states.pop(key, None)
+            self._runs.pop(key, None)
+
+    @property
+    def series(self) -> list[str]:
+        return list(self._states)
+
+    def update(self, frame: pd.DataFrame, field: str = "value") -> pd.DataFrame:
+        """Score a micro-batch (columns ``series``, ``ts``, ``field``; ``seq`` optional) of any series.
+
+        Returns one row per input row in (series, ts, seq) order with :data:`RESULT_COLUMNS`; ``reason``
+        is the JSON text of the structured facts for anomalous rows and empty otherwise.
+        """
+        if frame.empty:
+            return _empty_result()
+        order = [c for c in ("series", "ts", "seq") if c in frame.columns]
+        frame = frame.sort_values(order, kind="stable") if order else frame
+        keys = frame["series"].astype(str).to_numpy() if "series" in frame.columns else np.full(len(frame), "default")
+        ts = pd.to_datetime(frame["ts"], utc=True) if "ts" in frame.columns else pd.Series(pd.NaT, index=frame.index)
+        values = frame[field].to_numpy(dtype=np.float64, na_value=np.nan)
+        parts = []
+        starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1, len(keys)]
+        for a, b in zip(starts[:-1], starts[1:]):
+            key = keys[a]
+            res = self.score_learn(key, values[a:b])
+            parts.append(self._frame(key, ts.iloc[a:b], values[a:b], res))
+        return pd.concat(parts, ignore_index=True)
+
+    # -- reasons -------------------------------------------------------------------------------
+
+    def _frame(self, key: str, ts: pd.Series, x: np.ndarray, res: Result) -> pd.DataFrame:
+        flag = res.score >= self.score_threshold
+        since = self._since(key, ts, flag)
+        reason = np.full(len(x), "", dtype=object)
+        for i in np.flatnonzero(flag):  # only anomalies carry reasons: few rows
+            reason[i] = json.dumps(self.facts(res, i, since[i]), separators=(",", ":"))
+        return pd.DataFrame(
+            {
+                "series": pd.array(np.full(len(x), key, dtype=object), dtype="string"),
+                "ts": ts.to_numpy(),
+                "value": x,
+                "score": res.score,
+                "is_anomaly": flag,
+                "statistic": res.statistic,
+                "expected": res.expected,
+                "since": since,
+                "reason": pd.array(reason, dtype="string"),
+            }
+        )
+
+    def facts(self, res: Result, i: int, since: Any) -> dict[str, Any]:
+        """The structured reason of row ``i``: which detector, what feature, how far, since when."""
+        expected = res.expected[i]
+        return {
+            "detector": self.name,
+            "feature": self.feature,
+            "statistic": self.statistic,
+            "value": _num(res.statistic[i]),
+            "threshold": self.threshold,
+            "score": _num(res.score[i]),
+            "expected": _num(expected),
+            "since": None if since is None or pd.isna(since) else pd.Timestamp(since).isoformat(),
+        }
+
+    def _since(self, key: str, ts: pd.Series, flag: np.ndarray) -> np.ndarray:
+        """Start time of the current run of consecutive anomalous rows (carried across batches)."""
+        stamps = pd.DatetimeIndex(ts).tz_convert("UTC") if len(ts) else pd.DatetimeIndex([], tz="UTC")
+        n = len(flag)
+        carried = self._runs.get(key)
+        prev = np.r_[carried is not None, flag[:-1]] if n else np.zeros(0, dtype=bool)
+        starts = flag & ~prev
+        last = np.maximum.accumulate(np.where(starts, np.arange(n), -1)) if n else np.zeros(0, dtype=np.int64)
+        since = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
+        from_batch = flag & (last >= 0)
+        since[from_batch] = stamps[last[from_batch]]
+        if carried is not None:
+            since[flag & (last < 0)] = carried
+        if n:
+            self._runs[key] = since.iloc[-1] if flag[-1] else None
+        return since.to_numpy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return copy.copy(self.__dict__)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _num(v: float) -> float | None:
+    v = float(v)
+    return round(v, 6) if math.isfinite(v) else None
+
+
+def _empty_result() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "series": pd.Series([], dtype="string"),
+            "ts": pd.Series([], dtype="datetime64[ns, UTC]"),
+            "value": pd.Series([], dtype="float64"),
+            "score": pd.Series([], dtype="float64"),
+            "is_anomaly": pd.Series([], dtype="bool"),
+            "statistic": pd.Series([], dtype="float64"),
+            "expected": pd.Series([], dtype="float64"),
+            "since": pd.Series([], dtype="datetime64[ns, UTC]"),
+            "reason": pd.Series([], dtype="string"),
+        }
+    )

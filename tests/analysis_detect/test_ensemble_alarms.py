@@ -1,0 +1,46 @@
+"""The ensemble's alarm discipline: one alarm per incident, a strict quiet period, ``reopen`` to relax it."""
+
+import numpy as np
+
+from nexus_kernel.analysis.detectors import Ensemble
+
+
+def two_shifts(gap=60):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=1400)
+    x[1000:] += 8.0
+    x[1000 + gap :] += 8.0  # a second, larger shift inside the quiet period
+    return x
+
+
+def alarms(det, x):
+    return np.flatnonzero(det.score_learn("s", x).statistic >= det.threshold)
+
+
+def test_default_members_include_change_point_detector():
+    det = Ensemble()
+    assert {"level_shift", "seasonal", "bocpd"} <= set(det.members)
+    assert {"sequence", "robust_z", "relative_entropy"} <= set(det.members)
+    assert all(0 < w <= 1 for w in det.weights.values())
+    assert det.reopen == np.inf and det.refractory == 150 and det.threshold == 2.5
+
+
+def test_strict_quiet_period_gives_one_alarm_per_incident():
+    hits = alarms(Ensemble(), two_shifts())
+    near = hits[(hits >= 1000) & (hits < 1150)]
+    assert len(near) == 1 and 1000 <= near[0] < 1020  # the first shift alarms once, early
+
+
+def test_reopen_lets_stronger_evidence_through():
+    strict = alarms(Ensemble(reopen=np.inf), two_shifts())
+    loose = alarms(Ensemble(reopen=1.0), two_shifts())  # reopen at the threshold: no quiet period at all
+    assert len(loose) > len(strict)
+    assert set(strict) <= set(loose)
+
+
+def test_quiet_period_carries_across_batches():
+    x = two_shifts()
+    whole = Ensemble().score_learn("s", x).score
+    det = Ensemble()
+    parts = np.concatenate([det.score_learn("s", x[a : a + 7]).score for a in range(0, len(x), 7)])
+    assert np.allclose(whole, parts)
