@@ -22,6 +22,8 @@ $(DEPS_STAMP).run: | $(BIN)/python
 
 $(DEPS_STAMP).dev: | $(BIN)/python
 	$(PIP) install --quiet -e ".[dev]"
+	# an editable install does not place data files: enable the Jupyter server extension explicitly
+	$(BIN)/jupyter server extension enable nexus_kernel --sys-prefix >/dev/null
 	touch $@
 
 $(DEPS_STAMP).bench: $(DEPS_STAMP).dev

@@ -41,6 +41,7 @@ _LAZY = {
     "detect": "nexus_kernel.analysis",
     "forecast": "nexus_kernel.analysis",
     "open_store": "nexus_kernel.storage",
+    "connect": "nexus_kernel.client",
 }
 
 
@@ -55,3 +56,15 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'nexus_kernel' has no attribute '{name}'")
     return getattr(importlib.import_module(module), name)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nexus_kernel``: the ``%nexus`` and ``%%nexus_sql`` magics (see nexus_kernel.gateway._magics)."""
+    from .gateway._magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension mounting the gateway under ``/nexus/`` (nexus_kernel.gateway._jupyter)."""
+    return [{"module": "nexus_kernel.gateway._jupyter"}]

@@ -190,7 +190,8 @@ class UpView:
 
 
 async def run_up(settings: Settings, headless: bool = False, duration: float | None = None,
-                 console: Console | None = None, on_ready: Callable[[], None] | None = None) -> int:
+                 console: Console | None = None, on_ready: Callable[[], None] | None = None,
+                 gateway: bool = True) -> int:
     """Run until Ctrl-C / SIGTERM (or ``duration`` seconds). Returns the exit code."""
     console = console or Console()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -207,11 +208,14 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    served = None
     try:
         if not manager.streams():
             manager.create(DEFAULT_STREAM, default_pipeline(settings))
             manager.start(DEFAULT_STREAM)
         restored = manager.restore()
+        if gateway:
+            served = await _serve_gateway(settings, services, manager, console)
         for name in manager.pipelines:
             view.watch(name, manager.pipelines[name])
         console.print(f"nexus up: home {settings.home.resolve()} · streams running: "
@@ -237,6 +241,9 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
                 if deadline is not None and time.monotonic() >= deadline:
                     break
     finally:
+        if served is not None:
+            with contextlib.suppress(Exception):
+                await served.stop()
         await manager.shutdown_async()
         close_services(services)
         with contextlib.suppress(FileNotFoundError):
@@ -248,6 +255,20 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
                 loop.remove_signal_handler(sig)
     console.print("nexus up: stopped cleanly", highlight=False)
     return 0
+
+
+async def _serve_gateway(settings: Settings, services: dict[str, Any], manager: StreamManager,
+                         console: Console) -> Any:
+    """The REST + WebSocket gateway over this process's streams, store and bus; prints how to reach it."""
+    from .gateway import Services, first_admin_token, start_gateway
+
+    shared = Services.create(settings, store=services["store"], bus=services["bus"], manager=manager)
+    served = await start_gateway(settings, shared)
+    console.print(f"gateway: {served.url}  (API docs: {served.url}/openapi.json)", highlight=False, soft_wrap=True)
+    console.print(f"admin token: {first_admin_token(settings)}", highlight=False, soft_wrap=True)
+    console.print(f"try: curl -H 'Authorization: Bearer <token>' {served.url}/api/streams", highlight=False,
+                  soft_wrap=True)
+    return served
 
 
 def _recent(analyze: Any) -> list[dict[str, Any]]:

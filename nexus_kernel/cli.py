@@ -65,15 +65,17 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
 @click.option("--duration", type=float, help="Stop by itself after this many seconds.")
 @click.option("--series", "sim_series", type=int, help="Series of the built-in simulator (first start).")
 @click.option("--rate", "sim_rate", type=float, help="Records/s of the built-in simulator (first start).")
+@click.option("--port", type=int, help="Gateway port (0: any free port).")
+@click.option("--no-gateway", is_flag=True, help="Do not serve the REST + WebSocket gateway.")
 @click.pass_context
 def up(ctx: click.Context, store: str | None, headless: bool, duration: float | None,
-       sim_series: int | None, sim_rate: float | None) -> None:
-    """Run the streams on embedded defaults and show them live (Ctrl-C stops)."""
+       sim_series: int | None, sim_rate: float | None, port: int | None, no_gateway: bool) -> None:
+    """Run the streams on embedded defaults, serve the gateway, and show them live (Ctrl-C stops)."""
     from ._up import run_up
 
-    settings = _settings(ctx, store=store, sim_series=sim_series, sim_rate=sim_rate)
+    settings = _settings(ctx, store=store, sim_series=sim_series, sim_rate=sim_rate, port=port)
     headless = headless or not sys.stdout.isatty()
-    ctx.exit(asyncio.run(run_up(settings, headless=headless, duration=duration)))
+    ctx.exit(asyncio.run(run_up(settings, headless=headless, duration=duration, gateway=not no_gateway)))
 
 
 # -- streams ------------------------------------------------------------------------------------
@@ -258,6 +260,8 @@ _MOUNTED = {
     "restore": ("nexus_kernel.storage._cli", "storage_commands"),
     "query": ("nexus_kernel.storage._cli", "storage_commands"),
     "evaluate": ("nexus_kernel.analysis._cli", "analysis_commands"),
+    "keys": ("nexus_kernel.gateway._cli", "gateway_commands"),
+    "token": ("nexus_kernel.gateway._cli", "gateway_commands"),
 }
 
 

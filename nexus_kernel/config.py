@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     rate_window: float = Field(60.0, gt=0, description="Sliding window of the gateway rate limits (seconds).")
     ws_queue: int = Field(256, gt=0, description="Messages a WebSocket client may have waiting before some are dropped.")
 
+    # Dashboards (dashboards/, nexus_kernel.scheduler)
+    monitor_port: int = Field(5006, ge=0, le=65535, description="Port of the monitor `nexus up` serves (Panel).")
+    gateway_url: str | None = Field(None, description="Gateway the Voila monitor and notebooks use; unset: http://host:port.")
+    gateway_token: SecretStr | None = Field(None, description="Token the Voila monitor sends to the gateway.")
+
     # Forecasting (nexus_kernel.analysis.models)
     forecast_model: str = Field("auto", description="Forecaster retrain() trains: 'auto', 'ets', 'gbm', ...")
     forecast_lookback: str = Field("14d", description="History retrain() reads from the store.")

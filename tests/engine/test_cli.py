@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -17,7 +18,7 @@ NEXUS = [sys.executable, "-m", "nexus_kernel.cli"]
 
 
 def nexus(*args: str, home: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "NEXUS_HOME": str(home), **(env or {})}
+    full_env = {**os.environ, "NEXUS_HOME": str(home), "NEXUS_PORT": "0", **(env or {})}
     return subprocess.run([*NEXUS, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
@@ -77,7 +78,8 @@ def test_replay_reports_valid_and_dead_records(tmp_path):
 
 
 def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(tmp_path):
-    env = {**os.environ, "NEXUS_HOME": str(tmp_path / "home"), "NEXUS_SIM_RATE": "400", "NEXUS_SIM_SERIES": "8"}
+    env = {**os.environ, "NEXUS_HOME": str(tmp_path / "home"), "NEXUS_SIM_RATE": "400", "NEXUS_SIM_SERIES": "8",
+           "NEXUS_PORT": "0"}
     proc = subprocess.Popen([*NEXUS, "up", "--headless"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     lines: list[str] = []
@@ -91,6 +93,14 @@ def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(t
         # the registry file shows the stream running while `up` runs; the CLI talks to it
         status = nexus("streams", "list", home=tmp_path / "home")
         assert re.search(r"sensors\s+running\s+simulator", status.stdout)
+        # the printed URL and admin token reach the gateway; a wrong token gets a clear 401
+        text = "".join(lines)
+        url = re.search(r"gateway: (http://\S+)", text).group(1)
+        token = re.search(r"admin token: (\S+)", text).group(1)
+        listed = httpx.get(f"{url}/api/streams", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert listed.status_code == 200 and listed.json()["streams"][0]["name"] == "sensors"
+        refused = httpx.get(f"{url}/api/streams", headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
     finally:
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=20)

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from nexus_kernel.storage import STORES, DuckDBStore, PostgresStore
-from storage_helpers import new_schema
+from .storage_helpers import new_schema
 
 
 

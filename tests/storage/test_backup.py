@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from nexus_kernel.storage import TABLES, backup, restore
-from storage_helpers import make_batch
-from test_conformance import _aux_frame
+from .storage_helpers import make_batch
+from .test_conformance import _aux_frame
 
 
 def _fill(store):

@@ -8,7 +8,7 @@ import pytest
 
 from nexus_kernel.storage import SCHEMA_VERSION, TABLES, BatchTypeError
 
-from storage_helpers import make_batch, new_schema
+from .storage_helpers import make_batch, new_schema
 
 
 def frame_of(store, stream="pumps", **kw):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from nexus_kernel.storage import DuckDBStore, StoreLockedError, open_store
 from nexus_kernel.storage._cli import storage_commands
-from storage_helpers import make_batch
+from .storage_helpers import make_batch
 
 
 def test_second_process_gets_a_clear_one_line_error(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from nexus_kernel.storage import BatchTypeError, PostgresStore, ResilientStore, SpoolFullError, open_store
-from storage_helpers import Forwarder, make_batch, new_schema
+from .storage_helpers import Forwarder, make_batch, new_schema
 
 
 def _batches(k=30, n=50):

@@ -1,0 +1,150 @@
+"""WebSocket live results (filter, snapshot, slow clients) and the OpenAPI document (+ schemathesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import pandas as pd
+import pytest
+import schemathesis
+import websockets
+from hypothesis import HealthCheck, settings
+
+from nexus_kernel.client import AsyncClient
+from nexus_kernel.gateway import openapi, routes
+from nexus_kernel.gateway._base import ApiHandler
+
+
+def _batch(series, t0, n=1, stream="pumps"):
+    ts = pd.date_range(t0, periods=n, freq="s", tz="UTC")
+    return pd.DataFrame({"stream": stream, "series": [s for s in series for _ in range(n)],
+                         "ts": list(ts) * len(series), "seq": list(range(n)) * len(series),
+                         "value": 1.0}).astype({"stream": "string", "series": "string"})
+
+
+def test_live_snapshot_then_filtered_data(gw):
+    gw.services.store.write(_batch(["a", "b"], "2024-01-01"))
+
+    async def scenario():
+        async with AsyncClient(gw.url, gw.token("viewer")) as client:
+            sub = client.subscribe("pumps", series=["a"])
+            events = []
+            async for event in sub:
+                events.append(event)
+                if event.type == "snapshot":
+                    await asyncio.sleep(0.05)
+                    gw.services.bus.publish_nowait("stream:pumps:points", _batch(["a", "b"], "2024-01-02"))
+                    gw.services.bus.publish_nowait("stream:pumps:anomalies", _batch(["a"], "2024-01-02"))
+                    gw.services.bus.publish_nowait("stream:pumps:points", _batch(["b"], "2024-01-03"))
+                    gw.services.bus.publish_nowait("stream:pumps:points", _batch(["a"], "2024-01-04"))
+                if event.type == "data" and event.frame["ts"].iloc[0].day == 4:
+                    break
+            await sub.close()
+            return events
+
+    events = gw.call(asyncio.wait_for(scenario(), 20)) if False else asyncio.run(asyncio.wait_for(scenario(), 20))
+    kinds = [(e.type, e.kind) for e in events]
+    assert kinds[0] == ("hello", None) and kinds[1] == ("snapshot", "points")
+    assert events[1].frame["series"].tolist() == ["a"]
+    data = [e for e in events if e.type == "data"]
+    assert [e.frame["ts"].iloc[0].day for e in data] == [2, 4]  # b-only batch and anomalies filtered out
+    assert all(set(e.frame["series"]) == {"a"} for e in data)
+
+
+def test_live_refuses_bad_token(gw):
+    async def scenario():
+        async with AsyncClient(gw.url, "wrong") as client:
+            async for _ in client.subscribe("pumps"):
+                pass
+
+    with pytest.raises(Exception) as exc:
+        asyncio.run(scenario())
+    assert getattr(exc.value, "status", None) == 401
+
+
+def test_slow_client_loses_messages_counted_and_told_others_get_all(serve_with):
+    with serve_with(ws_queue=5) as g:
+        url = g.url.replace("http", "ws") + "/api/streams/pumps/live?snapshot=false"
+        headers = {"Authorization": f"Bearer {g.token('viewer')}"}
+        n = 100
+
+        async def scenario():
+            fast = await websockets.connect(url, additional_headers=headers)
+            slow = await websockets.connect(url, additional_headers=headers, max_queue=1)
+            await fast.recv(), await slow.recv()  # hello
+            # the slow client stops reading: its socket buffers fill, its writer waits, its queue overflows
+            got = 0
+            frames = [_batch([f"s{i}"], "2024-01-01", n=2000) for i in range(n)]  # ~150 kB each
+
+            async def publish():
+                for i in range(n):
+                    g.services.bus.publish_nowait("stream:pumps:points", frames[i])
+                    await asyncio.sleep(0.005)
+
+            async def read(ws, until_quiet: bool):
+                import json
+                seen = told = 0
+                while seen + told < n:
+                    try:
+                        msg = json.loads(await asyncio.wait_for(ws.recv(), 1.0 if until_quiet else 10))
+                    except asyncio.TimeoutError:
+                        break
+                    for m in msg["messages"] if msg["type"] == "batch" else [msg]:
+                        seen += m["type"] == "data"
+                        told += m.get("count", 0) if m["type"] == "dropped" else 0
+                return seen, told
+
+            fast_counts, _ = await asyncio.gather(read(fast, False), publish())
+            slow_counts = await read(slow, True)  # the slow client reads only now
+            await fast.close(), await slow.close()
+            return fast_counts, slow_counts
+
+        (fast_seen, fast_told), (seen, told) = asyncio.run(asyncio.wait_for(scenario(), 60))
+        assert fast_seen + fast_told == n and seen + told == n  # every loss is counted and told
+        assert told > 0 and seen < n  # the slow client lost messages...
+        assert fast_seen > seen and fast_seen >= 0.9 * n  # ...while the reading client kept up
+        assert "nexus_gateway_ws_dropped_total" in httpx.get(g.url + "/metrics").text
+
+
+def test_every_route_is_documented_and_every_handler_registered():
+    doc = openapi()
+    assert doc["openapi"].startswith("3.1")
+    for path, spec in routes.items():
+        methods = {m for m in ("get", "post", "put", "patch", "delete") if hasattr(getattr(spec.handler, m, None), "_op")}
+        assert methods and set(doc["paths"][path]) == methods, path
+    # and no ApiHandler subclass escaped the route table
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    registered = {r.handler for _, r in routes.items()}
+    for cls in subclasses(ApiHandler):
+        if cls.__name__ != "NotFoundHandler" and any(hasattr(getattr(cls, m, None), "_op") for m in ("get", "post")):
+            assert cls in registered or cls.__module__.startswith("tests"), cls
+
+
+def test_openapi_served_matches(gw):
+    served = httpx.get(gw.url + "/openapi.json").json()
+    assert set(served["paths"]) == {re.sub(r"\s", "", p) for p in openapi()["paths"]}
+
+
+_schema = schemathesis.openapi.from_dict(openapi())
+_SKIP = re.compile(r"/live$")
+
+
+@pytest.fixture(scope="module")
+def shared_gw(tmp_path_factory):
+    from .conftest import serve
+
+    yield from serve(tmp_path_factory.mktemp("schemathesis"), rate_limit=10**6, rate_limit_address=10**6)
+
+
+@_schema.parametrize()
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+def test_schemathesis_no_server_errors(case, shared_gw):
+    if _SKIP.search(case.path):
+        pytest.skip("WebSocket upgrade")
+    response = case.call(base_url=shared_gw.url, headers={"Authorization": f"Bearer {shared_gw.token('admin')}"})
+    assert response.status_code < 500, (case.method, case.path, response.text)
