@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import pytest
 
 NEXUS = [sys.executable, "-m", "nexus_kernel.cli"]
 

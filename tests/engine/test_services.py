@@ -4,7 +4,6 @@ for the store's commit."""
 from __future__ import annotations
 
 import json
-import time
 
 import pandas as pd
 import pytest

@@ -7,12 +7,8 @@ schema, dropped after the test, so tests never see each other's rows.
 
 from __future__ import annotations
 
-import os
-import uuid
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from nexus_kernel.storage import STORES, DuckDBStore, PostgresStore
 from .storage_helpers import new_schema

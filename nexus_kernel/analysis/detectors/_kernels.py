@@ -7,7 +7,6 @@ previous point left), which numpy cannot vectorize; a compiled loop scores milli
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 __all__ = ["sorted_insert", "sorted_remove", "median_mad", "EPS"]

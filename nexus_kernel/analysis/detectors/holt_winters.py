@@ -25,7 +25,6 @@ Reference: C. C. Holt (1957), P. R. Winters (1960); Hyndman & Athanasopoulos, FP
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit
