@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 # Re-install only when the dependency list changes.
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: up test bench venv install install-dev services system-packages node-tools clean lint
+.PHONY: up test bench voila venv install install-dev services system-packages node-tools clean lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,8 @@ $(DEPS_STAMP).dev: | $(BIN)/python
 	$(PIP) install --quiet -e ".[dev]"
 	# an editable install does not place data files: enable the Jupyter server extension explicitly
 	$(BIN)/jupyter server extension enable nexus_kernel --sys-prefix >/dev/null
+	# notebooks and papermill jobs run on a kernel whose spec lives in the venv
+	$(BIN)/python -m ipykernel install --sys-prefix --name nexus --display-name "Nexus (venv)" >/dev/null
 	touch $@
 
 $(DEPS_STAMP).bench: $(DEPS_STAMP).dev
@@ -43,6 +45,10 @@ test: install-dev services system-packages node-tools
 
 bench: $(DEPS_STAMP).bench services
 	$(BIN)/python -m bench $(BENCH)
+
+## The live monitor as a Voila dashboard (talks to `nexus up`'s gateway when NEXUS_GATEWAY_TOKEN is set).
+voila: install-dev
+	JUPYTER_CONFIG_PATH=deploy/voila $(BIN)/voila dashboards/monitor.ipynb
 
 services:
 	bash scripts/ensure-services.sh

@@ -191,7 +191,7 @@ class UpView:
 
 async def run_up(settings: Settings, headless: bool = False, duration: float | None = None,
                  console: Console | None = None, on_ready: Callable[[], None] | None = None,
-                 gateway: bool = True) -> int:
+                 gateway: bool = True, monitor: bool = True, scheduler: bool = True) -> int:
     """Run until Ctrl-C / SIGTERM (or ``duration`` seconds). Returns the exit code."""
     console = console or Console()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -205,10 +205,14 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
     view = UpView(manager, console, headless)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    served = None
+
+    def on_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+    on_signals()
+    served = monitor_server = jobs = None
     try:
         if not manager.streams():
             manager.create(DEFAULT_STREAM, default_pipeline(settings))
@@ -216,6 +220,13 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
         restored = manager.restore()
         if gateway:
             served = await _serve_gateway(settings, services, manager, console)
+        if monitor:
+            monitor_server = await _serve_monitor(settings, services, manager, console)
+            on_signals()  # Panel's server installs a SIGINT handler that stops the loop: ours again
+        if scheduler:
+            from .scheduler import NotebookScheduler
+
+            jobs = NotebookScheduler(settings).start()
         for name in manager.pipelines:
             view.watch(name, manager.pipelines[name])
         console.print(f"nexus up: home {settings.home.resolve()} · streams running: "
@@ -241,6 +252,12 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
                 if deadline is not None and time.monotonic() >= deadline:
                     break
     finally:
+        if jobs is not None:
+            with contextlib.suppress(Exception):
+                jobs.shutdown(wait=False)
+        if monitor_server is not None:
+            with contextlib.suppress(Exception):
+                monitor_server.stop()
         if served is not None:
             with contextlib.suppress(Exception):
                 await served.stop()
@@ -269,6 +286,17 @@ async def _serve_gateway(settings: Settings, services: dict[str, Any], manager: 
     console.print(f"try: curl -H 'Authorization: Bearer <token>' {served.url}/api/streams", highlight=False,
                   soft_wrap=True)
     return served
+
+
+async def _serve_monitor(settings: Settings, services: dict[str, Any], manager: StreamManager,
+                         console: Console) -> Any:
+    """The live monitor (Panel server): one set of pipelines feeds every viewer."""
+    from dashboards import EmbeddedSource, start_monitor
+
+    server = await start_monitor(settings, EmbeddedSource(manager, store=services["store"]),
+                                 port=settings.monitor_port)
+    console.print(f"monitor: http://{settings.host}:{server.port}/monitor", highlight=False, soft_wrap=True)
+    return server
 
 
 def _recent(analyze: Any) -> list[dict[str, Any]]:

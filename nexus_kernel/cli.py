@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from ._version import __version__
-from ._clictx import settings_for
+from ._clictx import parse_pairs, settings_for
 from .config import Settings
 
 __all__ = ["main", "cli"]
@@ -66,16 +66,21 @@ def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
 @click.option("--series", "sim_series", type=int, help="Series of the built-in simulator (first start).")
 @click.option("--rate", "sim_rate", type=float, help="Records/s of the built-in simulator (first start).")
 @click.option("--port", type=int, help="Gateway port (0: any free port).")
+@click.option("--monitor-port", type=int, help="Monitor (Panel) port (0: any free port).")
 @click.option("--no-gateway", is_flag=True, help="Do not serve the REST + WebSocket gateway.")
+@click.option("--no-monitor", is_flag=True, help="Do not serve the live monitor page.")
 @click.pass_context
 def up(ctx: click.Context, store: str | None, headless: bool, duration: float | None,
-       sim_series: int | None, sim_rate: float | None, port: int | None, no_gateway: bool) -> None:
-    """Run the streams on embedded defaults, serve the gateway, and show them live (Ctrl-C stops)."""
+       sim_series: int | None, sim_rate: float | None, port: int | None, monitor_port: int | None,
+       no_gateway: bool, no_monitor: bool) -> None:
+    """Run the streams on embedded defaults; serve the gateway, the monitor and scheduled jobs (Ctrl-C stops)."""
     from ._up import run_up
 
-    settings = _settings(ctx, store=store, sim_series=sim_series, sim_rate=sim_rate, port=port)
+    settings = _settings(ctx, store=store, sim_series=sim_series, sim_rate=sim_rate, port=port,
+                         monitor_port=monitor_port)
     headless = headless or not sys.stdout.isatty()
-    ctx.exit(asyncio.run(run_up(settings, headless=headless, duration=duration, gateway=not no_gateway)))
+    ctx.exit(asyncio.run(run_up(settings, headless=headless, duration=duration, gateway=not no_gateway,
+                                monitor=not no_monitor)))
 
 
 # -- streams ------------------------------------------------------------------------------------
@@ -97,19 +102,6 @@ def _applied_by(ctx: click.Context) -> str:
 
     pid = up_pid(_settings(ctx))
     return f"applied by nexus up (pid {pid})" if pid else "takes effect when `nexus up` runs"
-
-
-def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
-        try:
-            params[key] = json.loads(raw)
-        except ValueError:
-            params[key] = raw
-    return params
 
 
 @streams.command("list")
@@ -157,8 +149,8 @@ def streams_create(ctx: click.Context, name: str, kind: str, params: tuple[str, 
     """Create a stream: SOURCE → validate → window."""
     spec: dict[str, Any] = {
         "name": name,
-        "source": {"kind": kind, "params": {"stream": name, **_parse_params(params)} if kind == "simulator"
-                   else _parse_params(params)},
+        "source": {"kind": kind, "params": {"stream": name, **parse_pairs(params)} if kind == "simulator"
+                   else parse_pairs(params)},
         "steps": [{"kind": "validate", "params": {}}],
     }
     if window:
@@ -262,6 +254,7 @@ _MOUNTED = {
     "evaluate": ("nexus_kernel.analysis._cli", "analysis_commands"),
     "keys": ("nexus_kernel.gateway._cli", "gateway_commands"),
     "token": ("nexus_kernel.gateway._cli", "gateway_commands"),
+    "schedule": ("nexus_kernel.scheduler._cli", "schedule_commands"),
 }
 
 

@@ -2,7 +2,7 @@
 # Debian packages some tests drive for real. Installed when running as root; otherwise the tests that
 # need them are skipped with the reason shown in pytest's summary.
 set -u
-PACKAGES="${NEXUS_SYSTEM_PACKAGES:-}"
+PACKAGES="${NEXUS_SYSTEM_PACKAGES:-chromium}"
 [ -z "$PACKAGES" ] && exit 0
 missing=""
 for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -17,7 +17,7 @@ NEXUS = [sys.executable, "-m", "nexus_kernel.cli"]
 
 
 def nexus(*args: str, home: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "NEXUS_HOME": str(home), "NEXUS_PORT": "0", **(env or {})}
+    full_env = {**os.environ, "NEXUS_HOME": str(home), "NEXUS_PORT": "0", "NEXUS_MONITOR_PORT": "0", **(env or {})}
     return subprocess.run([*NEXUS, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
@@ -78,7 +78,7 @@ def test_replay_reports_valid_and_dead_records(tmp_path):
 
 def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(tmp_path):
     env = {**os.environ, "NEXUS_HOME": str(tmp_path / "home"), "NEXUS_SIM_RATE": "400", "NEXUS_SIM_SERIES": "8",
-           "NEXUS_PORT": "0"}
+           "NEXUS_PORT": "0", "NEXUS_MONITOR_PORT": "0"}
     proc = subprocess.Popen([*NEXUS, "up", "--headless"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     lines: list[str] = []
@@ -100,6 +100,9 @@ def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(t
         assert listed.status_code == 200 and listed.json()["streams"][0]["name"] == "sensors"
         refused = httpx.get(f"{url}/api/streams", headers={"Authorization": "Bearer nope"}, timeout=10)
         assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+        monitor = re.search(r"monitor: (http://\S+)", text).group(1)
+        page = httpx.get(monitor, timeout=20)
+        assert page.status_code == 200 and "bokeh" in page.text.lower()
     finally:
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=20)

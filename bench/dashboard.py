@@ -1,0 +1,148 @@
+"""Dashboard benchmark: 10 concurrent browser sessions on the monitor that ``nexus up`` serves.
+
+A server process runs the built-in simulator stream (20 series, 200 records/s, micro-batches every
+0.1 s) and serves the monitor with :func:`dashboards.start_monitor` (Panel/Bokeh server, one pipeline
+for every viewer). Ten pages of one headless Chromium (Debian's ``/usr/bin/chromium``) open it. In each
+page a script polls the BokehJS document every 5 ms and, whenever the ``nexus-clock`` data source
+changes, records ``Date.now() - received``: the time from the batch entering the monitor's live buffer
+to the browser holding it (event-to-browser latency; same host, same clock).
+
+Reported: updates per second per session (min over sessions; target ≥ 5), p50/p99 latency (target
+p99 < 250 ms), the server process's CPU (% of one core) and resident memory at the start and end of the
+run (growth shows a leak). Quick: 20 s; full: 10 minutes. The "peer" column holds the issue's target.
+
+Caveats: the ten pages share one Chromium on a 2-core machine, so browser rendering competes with the
+server for CPU; figures are an upper bound of what a real viewer on another machine sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        # ten tabs of one browser: without these, Chromium throttles the timers and rendering of all but
+        # the front tab, and the benchmark would measure the throttling
+        "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+        "--disable-backgrounding-occluded-windows"]
+
+SERVER = textwrap.dedent("""
+    import asyncio, sys, tempfile
+    from dashboards import EmbeddedSource, start_monitor
+    from nexus_kernel.config import load_settings
+    from nexus_kernel.storage import open_store
+
+    async def main(port):
+        settings = load_settings(home=tempfile.mkdtemp(prefix="nexus-bench-"), batch_interval=0.1, store="memory")
+        source = EmbeddedSource.start(settings, store=open_store("memory"))
+        await start_monitor(settings, source, port=port)
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main(int(sys.argv[1])))
+""")
+
+PROBE = """() => {
+  window.__nexus = {lat: [], last: null};
+  const poll = () => {
+    const doc = window.Bokeh && Bokeh.documents[0];
+    const clock = doc && doc.get_model_by_name('nexus-clock');
+    if (clock) {
+      const tick = clock.data.tick[0];
+      if (tick !== window.__nexus.last && clock.data.received[0] > 0) {
+        window.__nexus.last = tick;
+        window.__nexus.lat.push(Date.now() - clock.data.received[0]);
+      }
+    }
+  };
+  setInterval(poll, 5);
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _measure(port: int, sessions: int, seconds: float, server_pid: int) -> dict:
+    import psutil
+    from playwright.async_api import async_playwright
+
+    proc = psutil.Process(server_pid)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pages = []
+        for _ in range(sessions):
+            context = await browser.new_context(viewport={"width": 1200, "height": 900})  # one window each
+            page = await context.new_page()
+            await page.goto(f"http://127.0.0.1:{port}/monitor")
+            pages.append(page)
+        for page in pages:
+            await page.wait_for_selector("canvas", timeout=60_000)
+            await page.evaluate(PROBE)
+        await asyncio.sleep(2.0)  # settle
+        for page in pages:
+            await page.evaluate("() => { window.__nexus.lat = []; }")
+        rss_start = proc.memory_info().rss
+        proc.cpu_percent(None)
+        cpu_samples = []
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            await asyncio.sleep(min(5.0, seconds))
+            cpu_samples.append(proc.cpu_percent(None))
+        elapsed = time.monotonic() - started
+        rss_end = proc.memory_info().rss
+        lat = [await page.evaluate("() => window.__nexus.lat") for page in pages]
+        await browser.close()
+    return {"lat": lat, "elapsed": elapsed, "cpu": cpu_samples, "rss_start": rss_start, "rss_end": rss_end}
+
+
+def run(quick: bool = False) -> list[dict]:
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} is required (apt-get install -y chromium)")
+    sessions, seconds = 10, (20.0 if quick else 600.0)
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in server.stdout:  # Panel prints its own "Launching server" line first
+            if line.strip() == "ready":
+                break
+        else:
+            raise RuntimeError("monitor server did not start")
+        res = asyncio.run(_measure(port, sessions, seconds, server.pid))
+    finally:
+        server.terminate()
+        server.wait(15)
+    per_session = [len(x) / res["elapsed"] for x in res["lat"]]
+    all_lat = np.concatenate([np.asarray(x, dtype=float) for x in res["lat"] if len(x)]) if any(res["lat"]) else np.array([np.nan])
+    params = {"sessions": sessions, "seconds": round(res["elapsed"], 1), "stream": "20 series, 200 rec/s, 0.1 s batches",
+              "period_ms": 100}
+    p99 = float(np.percentile(all_lat, 99))
+    mb = 1 / (1 << 20)
+    return [
+        {"metric": "updates/s per session (min of 10)", "unit": "1/s", "ours": round(min(per_session), 2),
+         "peer": "target", "peer_value": 5.0, "ratio": round(min(per_session) / 5.0, 2), "params": params},
+        {"metric": "event-to-browser latency p50", "unit": "ms", "ours": round(float(np.percentile(all_lat, 50)), 1),
+         "peer": "-", "peer_value": None, "ratio": None, "params": params},
+        {"metric": "event-to-browser latency p99", "unit": "ms", "ours": round(p99, 1), "peer": "target",
+         "peer_value": 250.0, "ratio": round(p99 / 250.0, 2), "params": params},
+        {"metric": "server CPU (mean)", "unit": "% of a core", "ours": round(float(np.mean(res["cpu"])), 1),
+         "peer": "-", "peer_value": None, "ratio": None, "params": params},
+        {"metric": "server RSS start → end", "unit": "MiB", "ours": round(res["rss_end"] * mb, 1), "peer": "start",
+         "peer_value": round(res["rss_start"] * mb, 1), "ratio": round(res["rss_end"] / res["rss_start"], 3),
+         "params": params},
+    ]

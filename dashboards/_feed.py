@@ -1,0 +1,239 @@
+"""``Feed``: the one producer shared by every page on a source, so a viewer costs O(new points) per tick.
+
+Without it each browser session read the source, filtered, grouped and downsampled the same new points,
+and re-rendered the status table, the anomaly feed and the job runs — ten viewers did the work ten times.
+The feed does each of those once and keeps the results; a session only concatenates the arrays of *its*
+series and hands them to ``ColumnDataSource.stream``.
+
+* :meth:`Feed.poll` reads ``source.updates`` for all series at most every ``min_interval`` seconds
+  (whichever session ticks first does it; the others reuse it) and appends a :class:`Tick`: per series,
+  epoch-ms ``x`` and ``y`` arrays (at most ``chunk_points`` per series, LTTB), and the newest value.
+* :meth:`Feed.slow` refreshes the panels that change slowly (status table, anomaly feed, job runs,
+  forecasts) once per ``slow_every`` seconds, rendered once to HTML, with a ``version`` that sessions
+  compare so an unchanged panel is never re-sent.
+
+Caveats: ticks are kept for ``keep`` polls (10 s at 0.05 s); a session that falls further behind redraws
+from the live snapshot. Not thread-safe: every session of a Panel server, and a Voila kernel, run on one
+event loop, which is the only caller.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._source import MonitorSource, explain
+
+__all__ = ["Feed", "Tick", "feed_for", "downsample", "to_ms"]
+
+
+def downsample(frame: pd.DataFrame, n_out: int) -> pd.DataFrame:
+    """At most ``n_out`` points per series, chosen by LTTB (keeps peaks and shape); input sorted by ts.
+
+    LTTB always keeps a series' first and last point and, per bucket, the point spanning the largest
+    triangle — so spikes survive. ``n_out < 3`` falls back to striding (LTTB needs 3 buckets).
+    """
+    from tsdownsample import LTTBDownsampler
+
+    if len(frame) <= n_out:
+        return frame
+    parts = []
+    for _, rows in frame.groupby("series", sort=False):
+        if len(rows) <= n_out or n_out < 3:
+            parts.append(rows if len(rows) <= n_out else rows.iloc[:: int(np.ceil(len(rows) / max(n_out, 1)))])
+            continue
+        x = pd.DatetimeIndex(rows["ts"]).tz_localize(None).asi8
+        y = rows["value"].to_numpy(dtype=np.float64)
+        idx = LTTBDownsampler().downsample(x, y, n_out=n_out)
+        parts.append(rows.iloc[np.asarray(idx)])
+    return pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
+
+
+def to_ms(ts: Any) -> np.ndarray:
+    """Datetimes as epoch milliseconds (what Bokeh's datetime axis plots)."""
+    values = pd.to_datetime(ts, utc=True)
+    return pd.DatetimeIndex(values).tz_localize(None).asi8 / 1e6
+
+
+@dataclass
+class Tick:
+    id: int
+    received: float | None                     # epoch s the newest batch entered the source's buffer
+    points: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)   # series → (x ms, y)
+    latest: dict[str, tuple[float, float]] = field(default_factory=dict)             # series → (x ms, y)
+
+
+@dataclass
+class Slow:
+    version: int = 0
+    streams: pd.DataFrame | None = None
+    overview_html: str = ""
+    anomalies: pd.DataFrame | None = None
+    anomalies_version: int = 0
+    feed_html: str = "<i>No anomalies yet.</i>"
+    runs_html: str = "<i>No job runs recorded.</i>"
+
+
+class _StreamFeed:
+    def __init__(self, keep: int) -> None:
+        self.cursor = 0
+        self.last_poll = 0.0
+        self.next_id = 1
+        self.ticks: deque[Tick] = deque(maxlen=keep)
+        self.slow = Slow()
+        self.last_slow = 0.0
+        self.forecasts: dict[str, tuple[float, pd.DataFrame]] = {}
+
+
+class Feed:
+    """The shared producer of one source (get it with :func:`feed_for`)."""
+
+    def __init__(self, source: MonitorSource, min_interval: float = 0.05, chunk_points: int = 50,
+                 slow_every: float = 1.0, keep: int = 200) -> None:
+        self.source = source
+        self.min_interval = min_interval
+        self.chunk_points = chunk_points
+        self.slow_every = slow_every
+        self.keep = keep
+        self.polls = 0
+        self._streams: dict[str, _StreamFeed] = {}
+
+    def _state(self, stream: str) -> _StreamFeed:
+        state = self._streams.get(stream)
+        if state is None:
+            state = self._streams[stream] = _StreamFeed(self.keep)
+        return state
+
+    def poll(self, stream: str) -> None:
+        """Read what arrived since the last poll (at most once per ``min_interval``) into a :class:`Tick`."""
+        state = self._state(stream)
+        now = time.monotonic()
+        if now - state.last_poll < self.min_interval:
+            return
+        state.last_poll = now
+        frame, state.cursor, received = self.source.updates(stream, None, state.cursor)
+        self.polls += 1
+        if not len(frame):
+            return
+        frame = frame.sort_values(["series", "ts"], kind="mergesort")
+        if len(frame) > self.chunk_points:
+            frame = downsample(frame, self.chunk_points)
+        keys = frame["series"].to_numpy()
+        x, y = to_ms(frame["ts"]), frame["value"].to_numpy(dtype=np.float64)
+        # rows are grouped by series: split the arrays at the boundaries, no per-row Python
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        ends = np.r_[starts[1:], len(keys)]
+        tick = Tick(state.next_id, received)
+        for a, b in zip(starts, ends):
+            key = str(keys[a])
+            tick.points[key] = (x[a:b], y[a:b])
+            tick.latest[key] = (float(x[b - 1]), float(y[b - 1]))
+        state.next_id += 1
+        state.ticks.append(tick)
+
+    def after(self, stream: str, cursor: int) -> tuple[list[Tick], int, bool]:
+        """Ticks after ``cursor``, the newest id, and whether some were already dropped (redraw then)."""
+        state = self._state(stream)
+        ticks = state.ticks
+        newest = state.next_id - 1
+        if not ticks or cursor >= newest:
+            return [], newest, False
+        lost = cursor < ticks[0].id - 1
+        return [t for t in ticks if t.id > cursor], newest, lost
+
+    def newest(self, stream: str) -> int:
+        return self._state(stream).next_id - 1
+
+    def slow(self, stream: str, force: bool = False) -> Slow:
+        """The slow panels of ``stream``, refreshed at most once per ``slow_every`` seconds."""
+        state = self._state(stream)
+        now = time.monotonic()
+        if not force and now - state.last_slow < self.slow_every:
+            return state.slow
+        state.last_slow = now
+        old = state.slow
+        streams = self.source.streams()
+        anomalies = self.source.anomalies(stream, limit=50)
+        feed_html = _feed_html(anomalies)
+        runs_html = _runs_html(self.source.job_runs(limit=8))
+        overview = _overview_html(streams)
+        changed_anomalies = feed_html != old.feed_html
+        state.slow = Slow(version=old.version + 1, streams=streams, overview_html=overview, anomalies=anomalies,
+                          anomalies_version=old.anomalies_version + int(changed_anomalies), feed_html=feed_html,
+                          runs_html=runs_html)
+        return state.slow
+
+    def forecast(self, stream: str, series: str, every: float = 2.0) -> pd.DataFrame:
+        """The source's newest forecast of one series, asked at most every ``every`` seconds."""
+        state = self._state(stream)
+        made, frame = state.forecasts.get(series, (0.0, pd.DataFrame()))
+        if time.monotonic() - made >= every:
+            frame = self.source.forecasts(stream, series)
+            state.forecasts[series] = (time.monotonic(), frame)
+        return frame
+
+
+def feed_for(source: MonitorSource, **options: Any) -> Feed:
+    """The one :class:`Feed` of ``source`` (made on first use, then shared by every page)."""
+    feed = getattr(source, "_monitor_feed", None)
+    if feed is None:
+        feed = Feed(source, **options)
+        try:
+            source._monitor_feed = feed  # type: ignore[attr-defined]
+        except AttributeError:  # a source with __slots__: one feed per page, still correct
+            pass
+    return feed
+
+
+def _overview_html(streams: pd.DataFrame) -> str:
+    if streams is None or not len(streams):
+        return "<i>No streams.</i>"
+    shown = streams.copy()
+    for col in ("rate", "lag"):
+        if col in shown.columns:
+            shown[col] = pd.to_numeric(shown[col], errors="coerce").round(1)
+    return shown.to_html(index=False, border=0, classes="nexus-streams", na_rep="-")
+
+
+def _feed_html(anomalies: pd.DataFrame) -> str:
+    if anomalies is None or not len(anomalies):
+        return "<i>No anomalies yet.</i>"
+    items = []
+    for row in anomalies.iloc[::-1].itertuples():
+        facts = explain(row.reason)
+        headline = ", ".join(f"{k}={_fmt(facts[k])}" for k in ("detector", "feature", "statistic", "value", "threshold")
+                             if k in facts)
+        detail = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in facts.items())
+        items.append(
+            f"<details class='nexus-anomaly'><summary><b>{html.escape(str(row.series))}</b> "
+            f"{pd.Timestamp(row.ts):%H:%M:%S} · {html.escape(str(row.detector))} · score {float(row.score):.3f} · "
+            f"{html.escape(headline)}</summary>"
+            f"<table class='nexus-why' style='font-size:12px'>{detail}</table></details>")
+    return "".join(items)
+
+
+def _runs_html(runs: pd.DataFrame) -> str:
+    if runs is None or not len(runs):
+        return "<i>No job runs recorded.</i>"
+    out = []
+    for r in runs.itertuples():
+        color = {"succeeded": "green", "failed": "crimson"}.get(str(r.status), "#777")
+        err = f"<br><small>{html.escape(str(r.error))}</small>" if isinstance(r.error, str) and r.error else ""
+        out.append(f"<div><span style='color:{color}'>●</span> {html.escape(str(r.job))} "
+                   f"{pd.Timestamp(r.started_at):%Y-%m-%d %H:%M} {html.escape(str(r.status))}{err}</div>")
+    return "".join(out)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    return str(value)

@@ -1,0 +1,398 @@
+"""The live monitor: one Panel app for Voila (``dashboards/monitor.ipynb``) and for ``nexus up``.
+
+``build_monitor(source)`` returns the page for one viewer. Its data comes only from a
+:class:`~dashboards._source.MonitorSource` (embedded pipelines or a gateway through the SDK):
+
+* **streams overview** — state, rate, lag, dead letters, errors; start / pause / stop (``can_control``);
+* **live plot** of the chosen series with anomaly markers (red), change points (dashed), and the forecast
+  line with its 90% band for the first chosen series;
+* **anomaly feed** — newest first; each entry opens on click to show *why* it was flagged (the facts of
+  its ``reason``);
+* **series picker** that stays fast with thousands of series (a searchable ``MultiChoice`` that shows at
+  most ``option_limit`` matches), and a **time range** selector: live, or history read from the store;
+* **job runs** (failed ones show the failing cell) and placeholders for alerts, anchoring and narrative.
+
+Points are downsampled with LTTB (``tsdownsample``) before they reach the browser: at most
+``max_points`` per series in history mode, and at most ``chunk_points`` new points per series per tick in
+live mode, so a fast stream never floods the page.
+
+Every page on one source shares a single producer (:class:`~dashboards._feed.Feed`): it reads the source
+once per poll, splits the new points per series (LTTB-bounded) and renders the slow panels once a
+second. Each session's guarded periodic callback (``period_ms``) then does O(its new points) work:
+``ColumnDataSource.stream(rows, rollover=max_points)`` per chosen series, a small patch of the timing
+source, and — only when the shared version changed — the status table, anomaly feed and markers. An
+exception is caught, logged and counted (shown on the page): an unguarded one can stop a Panel periodic
+callback silently (holoviz/panel#5540).
+
+A snapshot of the live buffer is drawn when the session starts. In Voila (ipywidgets comms) the page's
+kernel runs the cell — and the callback — *before* the browser attaches, and whatever it sends meanwhile
+is lost (property changes and streamed rows alike): the page once showed an empty plot and picker while
+"latest" updated, because the series appeared a moment after the cell ran and the "make the line
+visible" change never reached the browser. So renderers are never hidden (an empty source draws
+nothing), the notebook waits for the first points before building the page, and ``resync_for`` seconds
+of full line redraws (data replaced, which always reaches the browser) cover the attach.
+
+Example
+-------
+>>> import panel as pn
+>>> from dashboards import EmbeddedSource, build_monitor
+>>> page = build_monitor(EmbeddedSource.start(load_settings()))   # doctest: +SKIP
+>>> pn.serve(page)                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import panel as pn
+from bokeh.models import ColumnDataSource, Range1d
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+
+from ._feed import Feed, Tick, downsample, feed_for, to_ms
+from ._source import MonitorSource, explain, is_change_point
+
+__all__ = ["build_monitor", "start_monitor", "downsample", "Monitor"]
+
+log = logging.getLogger(__name__)
+
+RANGES = {"live": None, "1h": "1h", "6h": "6h", "24h": "24h", "7d": "7d"}
+SLOTS = 8  # series drawn at once
+
+
+_ms = to_ms
+
+
+class Monitor:
+    """One viewer's page and its update loop (use :func:`build_monitor`)."""
+
+    def __init__(self, source: MonitorSource, stream: str | None = None, can_control: bool = True,
+                 period_ms: int = 100, max_points: int = 2000, chunk_points: int = 50, option_limit: int = 50,
+                 resync_for: float = 0.0, feed: Feed | None = None) -> None:
+        self.source = source
+        self.feed = feed or feed_for(source, chunk_points=chunk_points)
+        self.period_ms = period_ms
+        self.max_points = max_points
+        self.resync_until = time.monotonic() + resync_for
+        self.errors = 0
+        self.ticks = 0
+        self.cursor = 0
+        self._slow_seen = -1
+        self._marks_seen = (-1, ())
+        self._latest_html = ""
+        self._callbacks: list[Any] = []
+        streams = source.streams()
+        names = list(streams["name"]) if len(streams) else []
+        self.stream = pn.widgets.Select(name="Stream", options=names or [""], value=stream or (names[0] if names else ""),
+                                        width=180)
+        known = source.series(self.stream.value) if self.stream.value else []
+        self.picker = pn.widgets.MultiChoice(name="Series (type to search)", options=known, value=known[:2],
+                                             max_items=SLOTS, option_limit=option_limit,
+                                             search_option_limit=option_limit, width=420)
+        self.range = pn.widgets.RadioButtonGroup(name="Time range", options=list(RANGES), value="live",
+                                                 button_type="default")
+        self.control = pn.widgets.RadioButtonGroup(options=["start", "pause", "stop"], value=None,
+                                                   button_type="primary", disabled=not can_control)
+        self.control_msg = pn.pane.Str("", styles={"color": "#555"})
+        self.overview = pn.pane.HTML("", sizing_mode="stretch_width", name="nexus-overview")
+        self.anomaly_feed = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow-y": "auto"})
+        self.runs = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.latest = pn.pane.HTML("", name="nexus-latest", sizing_mode="stretch_width")
+        self.health = pn.pane.Str("", styles={"color": "#888", "font-size": "11px"})
+        mode = getattr(source, "mode", "embedded")
+        notice = getattr(source, "notice", "")
+        self.banner = pn.pane.Alert(notice or f"Data source: {mode}", alert_type="warning" if mode == "embedded" else "info")
+
+        # Plot: one line source per slot; markers, change points, forecast line and band.
+        self.lines = [ColumnDataSource({"x": [], "y": []}, name=f"nexus-line-{i}") for i in range(SLOTS)]
+        self.marks = ColumnDataSource({"x": [], "y": [], "series": [], "score": []}, name="nexus-anomalies")
+        self.changes = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": []}, name="nexus-changes")
+        self.band = ColumnDataSource({"x": [], "yhat": [], "lo": [], "hi": []}, name="nexus-forecast")
+        self.clock = ColumnDataSource({"received": [0.0], "sent": [0.0], "tick": [0]}, name="nexus-clock")
+        fig = figure(x_axis_type="datetime", height=380, sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset",
+                     output_backend="canvas", title="live", name="nexus-plot")
+        fig.varea(x="x", y1="lo", y2="hi", source=self.band, fill_color="#ff7f0e", fill_alpha=0.18, legend_label="90% band")
+        fig.line(x="x", y="yhat", source=self.band, color="#ff7f0e", line_width=2, legend_label="forecast")
+        self.renderers = [fig.line(x="x", y="y", source=src, color=Category10_10[i % 10], line_width=1.3)
+                          for i, src in enumerate(self.lines)]
+        fig.segment(x0="x0", y0="y0", x1="x1", y1="y1", source=self.changes, color="#9467bd", line_dash="dashed",
+                    line_width=1.5, legend_label="change point")
+        fig.scatter(x="x", y="y", source=self.marks, color="crimson", size=8, legend_label="anomaly")
+        fig.legend.location = "top_left"
+        fig.legend.click_policy = "hide"
+        fig.tags = [self.clock]  # part of the document (no glyph): the browser reads update timing from it
+        self.figure = fig
+        self.plot = pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+
+        self.stream.param.watch(self._on_stream, "value")
+        self.picker.param.watch(self._on_pick, "value")
+        self.range.param.watch(self._on_pick, "value")
+        self.control.param.watch(self._on_control, "value")
+
+        placeholder = dict(sizing_mode="stretch_width", styles={"color": "#777"})
+        self.layout = pn.Column(
+            pn.pane.Markdown("## Nexus Stream · live monitor"),
+            self.banner,
+            pn.Row(self.stream, self.control, self.control_msg),
+            self.overview,
+            pn.Row(self.picker, self.range),
+            self.latest,
+            self.plot,
+            pn.Row(
+                pn.Column(pn.pane.Markdown("### Anomalies (click one to see why)"), self.anomaly_feed, sizing_mode="stretch_width"),
+                pn.Column(pn.pane.Markdown("### Job runs"), self.runs,
+                          pn.pane.Markdown("### Alerts\n_Alert rules appear here._", **placeholder),
+                          pn.pane.Markdown("### Anchoring\n_Anchored batches and proofs appear here._", **placeholder),
+                          pn.pane.Markdown("### Narrative\n_The plain-language summary appears here._", **placeholder),
+                          sizing_mode="stretch_width"),
+                sizing_mode="stretch_width",
+            ),
+            self.health,
+            sizing_mode="stretch_width",
+        )
+        self.redraw()  # the snapshot a new viewer sees at once
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _on_stream(self, event: Any) -> None:
+        known = self.source.series(event.new)
+        self.picker.options = known
+        self.picker.value = known[:2]
+
+    def _on_pick(self, event: Any) -> None:
+        self.redraw()
+
+    def _on_control(self, event: Any) -> None:
+        if event.new is None:
+            return
+        try:
+            state = self.source.control(self.stream.value, event.new)
+            self.control_msg.object = f"{self.stream.value}: {event.new} → {state}"
+        except Exception as exc:  # noqa: BLE001 - refusals are shown, not raised into Bokeh
+            self.control_msg.object = f"refused: {exc}"
+        finally:
+            self.control.value = None
+            self._slow(force=True)
+
+    # -- drawing ---------------------------------------------------------------------------------
+
+    @property
+    def chosen(self) -> list[str]:
+        return list(self.picker.value)[:SLOTS]
+
+    def redraw(self) -> None:
+        """Full redraw: the live snapshot, or the chosen history range from the store."""
+        chosen, stream = self.chosen, self.stream.value
+        if self.range.value == "live":
+            self.cursor = self.feed.newest(stream)
+            frame, _ = self.source.snapshot(stream, chosen)
+            frame = downsample(frame.sort_values("ts", kind="mergesort"), self.max_points)
+            self.figure.title.text = f"{stream}: live"
+        else:
+            end = pd.Timestamp.now(tz="UTC")
+            start = end - pd.Timedelta(RANGES[self.range.value])
+            frame = downsample(self.source.history(stream, chosen, start, end).sort_values("ts", kind="mergesort"),
+                               self.max_points)
+            self.figure.title.text = f"{stream}: history {self.range.value} (store, ≤{self.max_points} points/series)"
+        for i, src in enumerate(self.lines):
+            rows = frame[frame["series"] == chosen[i]] if i < len(chosen) else frame.iloc[:0]
+            src.data = {"x": _ms(rows["ts"]), "y": rows["value"].to_numpy(dtype=np.float64)}
+        self._marks_seen = (-1, ())
+        self._slow(force=True)
+
+    def tick(self) -> None:
+        """One poll: stream this page's new points (shared work done once in the feed); slow panels at 1 Hz."""
+        self.ticks += 1
+        stream = self.stream.value
+        if self.range.value == "live" and stream:
+            self.feed.poll(stream)
+            ticks, newest, lost = self.feed.after(stream, self.cursor)
+            if lost:
+                self.redraw()
+            elif ticks:
+                self.cursor = newest
+                self._stream_ticks(ticks)
+        self._slow()
+
+    def _stream_ticks(self, ticks: list[Tick]) -> None:
+        chosen = self.chosen
+        for i, key in enumerate(chosen):
+            parts = [t.points[key] for t in ticks if key in t.points]
+            if parts:
+                x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+                y = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+                drawn = self.lines[i].data["x"]
+                if len(drawn):  # a snapshot taken between two polls already holds the first of these
+                    keep = x > drawn[-1]
+                    x, y = x[keep], y[keep]
+                if len(x):
+                    self.lines[i].stream({"x": x, "y": y}, rollover=self.max_points)
+        last = ticks[-1]
+        shown = [(k, last.latest[k]) for k in chosen if k in last.latest]
+        if shown:
+            newest = max(v[0] for _, v in shown)
+            text = ("<b>latest</b> " + " · ".join(
+                f"{html.escape(k)}=<span class='nexus-value'>{v[1]:.3f}</span>" for k, v in shown)
+                + f" <small>@ {pd.Timestamp(newest, unit='ms'):%H:%M:%S.%f}</small>")
+            if text != self._latest_html:
+                self._latest_html = self.latest.object = text
+        if last.received is not None:
+            self.clock.patch({"received": [(0, last.received * 1000.0)], "sent": [(0, time.time() * 1000.0)],
+                              "tick": [(0, self.ticks)]})
+
+    def _slow(self, force: bool = False) -> None:
+        stream = self.stream.value
+        if not stream:
+            return
+        slow = self.feed.slow(stream, force=force)
+        if slow.version == self._slow_seen and not force:
+            return
+        self._slow_seen = slow.version
+        if self.overview.object != slow.overview_html:
+            self.overview.object = slow.overview_html
+        streams = slow.streams
+        if streams is not None and len(streams) and list(streams["name"]) != list(self.stream.options):
+            self.stream.options = list(streams["name"])
+        if not self.picker.options:  # a page opened before the first batch: fill the picker when series appear
+            known = self.source.series(stream)
+            if known:
+                self.picker.options = known
+                self.picker.value = known[:2]
+        if self.anomaly_feed.object != slow.feed_html:
+            self.anomaly_feed.object = slow.feed_html
+        if self.runs.object != slow.runs_html:
+            self.runs.object = slow.runs_html
+        if time.monotonic() < self.resync_until and self.range.value == "live":
+            self._resync()
+        if self._marks_seen != (slow.anomalies_version, tuple(self.chosen)):
+            self._marks_seen = (slow.anomalies_version, tuple(self.chosen))
+            self._draw_marks(slow.anomalies)
+        chosen = self.chosen
+        fc = self.feed.forecast(stream, chosen[0]) if chosen and self.range.value == "live" else pd.DataFrame()
+        if len(fc) and {"yhat", "lo", "hi"} <= set(fc.columns):
+            x = _ms(fc["ts"])
+            if len(x) != len(self.band.data["x"]) or (len(x) and x[0] != self.band.data["x"][0]):
+                self.band.data = {"x": x, "yhat": fc["yhat"].to_numpy(), "lo": fc["lo"].to_numpy(),
+                                  "hi": fc["hi"].to_numpy()}
+        elif self.range.value != "live":
+            self.band.data = {"x": [], "yhat": [], "lo": [], "hi": []}
+        self.health.object = (f"source: {getattr(self.source, 'mode', '?')} · ticks {self.ticks} · "
+                              f"callback errors {self.errors} · source errors {getattr(self.source, 'errors', 0)}")
+
+    def _resync(self) -> None:
+        """Replace the lines' data with the live snapshot: reaches a browser that attached late (Voila)."""
+        chosen = self.chosen
+        frame, _ = self.source.snapshot(self.stream.value, chosen)
+        frame = downsample(frame.sort_values("ts", kind="mergesort"), self.max_points)
+        self.cursor = self.feed.newest(self.stream.value)
+        for i, src in enumerate(self.lines):
+            rows = frame[frame["series"] == chosen[i]] if i < len(chosen) else frame.iloc[:0]
+            src.data = {"x": _ms(rows["ts"]), "y": rows["value"].to_numpy(dtype=np.float64)}
+
+    def _draw_marks(self, anomalies: pd.DataFrame | None) -> None:
+        """Anomaly markers (at the plotted value of their series) and change-point lines for chosen series."""
+        chosen = self.chosen
+        if anomalies is None or not len(anomalies):
+            shown = pd.DataFrame({"ts": [], "series": [], "score": [], "reason": []})
+        else:
+            shown = anomalies[anomalies["series"].astype(str).isin(chosen)]
+        facts = [explain(r) for r in shown["reason"]] if len(shown) else []
+        change = np.array([is_change_point(f) for f in facts], dtype=bool)
+        y = self._values_at(shown)
+        self.marks.data = {"x": _ms(shown["ts"]) if len(shown) else np.array([]), "y": y,
+                           "series": shown["series"].astype(str).to_numpy() if len(shown) else np.array([]),
+                           "score": shown["score"].to_numpy(dtype=np.float64) if len(shown) else np.array([])}
+        lo, hi = self._y_extent()
+        cx = _ms(shown["ts"][change]) if change.any() else np.array([])
+        self.changes.data = {"x0": cx, "y0": np.full(len(cx), lo), "x1": cx, "y1": np.full(len(cx), hi)}
+
+    def _values_at(self, shown: pd.DataFrame) -> np.ndarray:
+        """The plotted value at each anomaly's time (nearest point of its series line)."""
+        if not len(shown):
+            return np.array([])
+        out = np.full(len(shown), np.nan)
+        xs = _ms(shown["ts"])
+        for i, key in enumerate(self.chosen):
+            data = self.lines[i].data
+            x = np.asarray(data["x"], dtype=float)
+            if not len(x):
+                continue
+            sel = (shown["series"].astype(str) == key).to_numpy()
+            at = xs[sel]
+            pos = np.clip(np.searchsorted(x, at), 0, len(x) - 1)
+            # an anomaly older than the drawn window has no point to sit on: not drawn (NaN)
+            out[sel] = np.where((at >= x[0]) & (at <= x[-1]), np.asarray(data["y"], dtype=float)[pos], np.nan)
+        return out
+
+    def _y_extent(self) -> tuple[float, float]:
+        ys = [np.asarray(src.data["y"], dtype=float) for src in self.lines if len(src.data["y"])]
+        if not ys:
+            return 0.0, 1.0
+        allv = np.concatenate(ys)
+        return float(np.nanmin(allv)), float(np.nanmax(allv))
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def guarded(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - an escaping error can silently stop the callback (panel #5540)
+                self.errors += 1
+                log.exception("monitor update failed (%d so far)", self.errors)
+        return run
+
+    def start(self) -> "Monitor":
+        """Start polling (call inside the session that shows the page)."""
+        self._callbacks.append(pn.state.add_periodic_callback(self.guarded(self.tick), period=self.period_ms))
+        return self
+
+    def stop(self) -> None:
+        for cb in self._callbacks:
+            cb.stop()
+        self._callbacks.clear()
+
+
+def build_monitor(source: MonitorSource, stream: str | None = None, can_control: bool = True,
+                  start: bool = True, **options: Any) -> pn.viewable.Viewable:
+    """The monitor page for one viewer, fed by ``source`` (polling starts at once unless ``start=False``)."""
+    monitor = Monitor(source, stream=stream, can_control=can_control, **options)
+    if start:
+        monitor.start()
+    layout = monitor.layout
+    layout.monitor = monitor  # type: ignore[attr-defined]  # tests and notebooks reach the state through it
+    return layout
+
+
+async def start_monitor(settings: Any, source: MonitorSource, port: int | None = None, address: str | None = None,
+                        can_control: bool = True, **options: Any) -> Any:
+    """Serve the monitor with Panel's (Bokeh) server on the running event loop; returns the server.
+
+    One ``source`` (one set of pipelines) feeds every viewer; each browser session gets its own page.
+    The page is at ``http://<address>:<port>/monitor``. Stop it with ``server.stop()``.
+    """
+    from tornado.ioloop import IOLoop
+
+    address = address or settings.host
+    if not port:
+        import socket
+
+        with socket.socket() as sock:  # a free port, so that the allowed websocket origin can name it
+            sock.bind((address, 0))
+            port = sock.getsockname()[1]
+
+    def page() -> pn.viewable.Viewable:
+        return build_monitor(source, can_control=can_control, **options)
+
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    server = pn.serve({"monitor": page}, port=port, address=address, websocket_origin=origins, show=False,
+                      start=False, threaded=False, loop=IOLoop.current(), title="Nexus monitor",
+                      check_unused_sessions=1000, unused_session_lifetime=5000)
+    server.start()
+    return server

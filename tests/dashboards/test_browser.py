@@ -1,0 +1,156 @@
+"""Headless Chromium (Debian's) on the monitor: served by Panel (what `nexus up` serves) and by Voila."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .dash_helpers import CHROMIUM_ARGS, ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _values(page, n: int = 1) -> list[str]:
+    return [await page.locator(".nexus-value").nth(i).text_content() for i in range(n)]
+
+
+def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path, home: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    from dashboards import EmbeddedSource, start_monitor
+    from nexus_kernel.config import load_settings
+    from nexus_kernel.storage import open_store
+
+    async def main() -> None:
+        settings = load_settings(home=home, batch_interval=0.1, store="memory")
+        source = EmbeddedSource.start(settings, store=open_store("memory"))
+        port = _free_port()
+        server = await start_monitor(settings, source, port=port)
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                started = time.monotonic()
+                await page.goto(f"http://127.0.0.1:{port}/monitor")
+                await page.wait_for_selector("canvas", timeout=30_000)
+                await page.wait_for_selector(".nexus-value", timeout=30_000)
+                first_plot = time.monotonic() - started
+                before = await _values(page, 2)
+                await asyncio.sleep(1.5)
+                after = await _values(page, 2)
+                assert before != after, "live values did not change"
+                # the plot's data source holds points streamed in (read from BokehJS itself)
+                points = await page.evaluate(
+                    "() => Bokeh.documents[0].get_model_by_name('nexus-line-0').data.x.length")
+                assert points > 10
+                received = await page.evaluate(
+                    "() => Bokeh.documents[0].get_model_by_name('nexus-clock').data.received[0]")
+                assert received > 0  # the timing source the dashboard benchmark reads is in the page
+                await page.screenshot(path=str(artifacts / "monitor-panel.png"), full_page=True)
+                # stop the stream from the page, as an analyst would
+                await page.get_by_role("button", name="stop").click()
+                for _ in range(50):
+                    if source.manager.streams()["sensors"]["state"] == "stopped":
+                        break
+                    await asyncio.sleep(0.2)
+                assert source.manager.streams()["sensors"]["state"] == "stopped"
+                assert not errors, errors
+                print(f"first plot after {first_plot:.2f}s")
+                await browser.close()
+        finally:
+            server.stop()
+            await source.manager.shutdown_async()
+            source.close()
+
+    asyncio.run(main())
+
+
+def _kernels(voila: psutil.Process) -> int:
+    """Live kernel processes under the Voila server (exited ones, even if not yet reaped, do not count)."""
+    count = 0
+    for child in voila.children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any("ipykernel_launcher" in p for p in child.cmdline()):
+                count += 1
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return count
+
+
+def test_voila_monitor_renders_updates_and_closed_pages_free_their_kernels(chromium: str, artifacts: Path,
+                                                                           home: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    port = _free_port()
+    env = {**os.environ, "NEXUS_HOME": str(home), "JUPYTER_CONFIG_PATH": str(ROOT / "deploy" / "voila"),
+           "PYTHONPATH": str(ROOT), "NEXUS_BATCH_INTERVAL": "0.2"}
+    env.pop("PANEL_INLINE", None)  # the repo's Voila config must set it by itself
+    proc = subprocess.Popen([sys.executable, "-m", "voila", str(ROOT / "dashboards" / "monitor.ipynb"), "--no-browser",
+                             f"--port={port}", "--Voila.ip=127.0.0.1"], env=env, cwd=home,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    voila = psutil.Process(proc.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        baseline = _kernels(voila)
+
+        async def main() -> list[int]:
+            counts = []
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                for visit in range(5):
+                    page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                    await page.goto(f"http://127.0.0.1:{port}/", timeout=60_000)
+                    await page.wait_for_selector("canvas", timeout=60_000)
+                    if visit == 0:
+                        await page.wait_for_selector(".nexus-value", timeout=30_000)
+                        before = await _values(page, 2)
+                        await asyncio.sleep(2.0)
+                        after = await _values(page, 2)
+                        assert before != after, "live values did not change in Voila"
+                        text = await page.evaluate("() => document.body.innerText")
+                        assert "embedded pipeline" in text  # no gateway: the page says so
+                        await page.screenshot(path=str(artifacts / "monitor-voila.png"), full_page=True)
+                    assert _kernels(voila) == baseline + 1
+                    await page.goto("about:blank")  # fires beforeunload → shutdown beacon
+                    await page.close()
+                    for _ in range(50):
+                        if _kernels(voila) == baseline:
+                            break
+                        await asyncio.sleep(0.2)
+                    counts.append(_kernels(voila))
+                await browser.close()
+            return counts
+
+        counts = asyncio.run(main())
+        assert counts == [baseline] * 5, f"kernels after each closed page: {counts} (baseline {baseline})"
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        (artifacts / "voila.log").write_text(out or "")
+    import re
+
+    refused = re.findall(r"\b403 (?:GET|POST|DELETE) \S+", out or "")
+    assert not refused, f"requests refused: {refused} (see test-artifacts/dashboards/voila.log)"
