@@ -32,6 +32,7 @@ __all__ = [
     "Window",
     "__version__",
     "load_settings",
+    "query",
     "sources",
     "store",
 ]
@@ -43,6 +44,16 @@ _LAZY = {
     "open_store": "nexus_kernel.storage",
     "connect": "nexus_kernel.client",
 }
+
+
+def query(stream: str, store_target: str | Settings | None = None, **params: Any) -> Any:
+    """Points of ``stream`` from the configured store as a DataFrame, e.g. ``query("pumps", last="6h",
+    every="5min")`` (parameters of :meth:`nexus_kernel.storage.Store.query`)."""
+    opened = store(store_target)
+    try:
+        return opened.query(stream, **params)
+    finally:
+        opened.close()
 
 
 def store(target: str | Settings | None = None) -> Any:

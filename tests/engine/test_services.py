@@ -115,3 +115,18 @@ def test_a_store_that_fails_mid_stream_dead_letters_the_batch_and_the_stream_goe
     dead = flaky.inner.read("dead_letters")
     assert len(dead) == 10 and set(dead["reason"]) == {"processing_error"}
     assert "store went away" in dead["detail"].iat[0]
+
+
+def test_the_one_import_surface_reads_what_a_pipeline_stored(settings, tmp_path):
+    import nexus_kernel as nk
+
+    target = f"duckdb://{tmp_path / 'n.duckdb'}"
+    store = nk.store(target)
+    sim = nk.sources.simulator(series=2, rate=None, limit=600, seed=4, start="2024-01-01")
+    pipe = nk.Pipeline.from_source(sim, settings=settings).validate().sink(store)
+    pipe.run(timeout=30)
+    store.close()
+    raw = nk.query("sensors", store_target=target)
+    assert len(raw) == 600
+    per_minute = nk.query("sensors", store_target=target, every="1min", agg=["count"])
+    assert per_minute["value"].sum() == 600 and len(per_minute) == 2 * 5
