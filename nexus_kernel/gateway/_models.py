@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
-SPAN = r"^\s*\d+(\.\d+)?\s*(ns|us|ms|s|sec|min|m|h|d|D|w|W)\s*$"
+SPAN = r"^ *\d+(\.\d+)? *(ns|us|ms|s|sec|min|m|h|d|D|w|W) *$"
 
 Role = Literal["viewer", "analyst", "admin"]
 

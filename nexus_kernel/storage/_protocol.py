@@ -119,7 +119,7 @@ def parse_time(value: WhenLike) -> pd.Timestamp | None:
 def parse_span(value: SpanLike) -> pd.Timedelta:
     """A positive duration from ``"5min"``, ``"6h"``, ``"7d"`` or a timedelta."""
     if isinstance(value, str):  # pandas deprecates the lower-case day unit that people write ("7d")
-        value = re.sub(r"(?<=\d)\s*d\b", "D", value.strip())
+        value = re.sub(r"(?<=\d)d\b", "D", re.sub(r"\s+", "", value))
     try:
         span = pd.Timedelta(value)
     except (ValueError, TypeError):
