@@ -16,16 +16,21 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 
+# An editable install does not place data files, so the Jupyter server extension is enabled explicitly;
+# notebooks and papermill jobs run on a kernel whose spec lives in the venv.
+define POST_INSTALL
+	$(BIN)/jupyter server extension enable nexus_kernel --sys-prefix >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name nexus --display-name "Nexus (venv)" >/dev/null
+endef
+
 $(DEPS_STAMP).run: | $(BIN)/python
-	$(PIP) install --quiet -e ".[server]"
+	$(PIP) install --quiet -e ".[server,dashboards]"
+	$(POST_INSTALL)
 	touch $@
 
 $(DEPS_STAMP).dev: | $(BIN)/python
 	$(PIP) install --quiet -e ".[dev]"
-	# an editable install does not place data files: enable the Jupyter server extension explicitly
-	$(BIN)/jupyter server extension enable nexus_kernel --sys-prefix >/dev/null
-	# notebooks and papermill jobs run on a kernel whose spec lives in the venv
-	$(BIN)/python -m ipykernel install --sys-prefix --name nexus --display-name "Nexus (venv)" >/dev/null
+	$(POST_INSTALL)
 	touch $@
 
 $(DEPS_STAMP).bench: $(DEPS_STAMP).dev
