@@ -12,7 +12,12 @@ p99 < 250 ms), the server process's CPU (% of one core) and resident memory at t
 run (growth shows a leak). Quick: 20 s; full: 10 minutes. The "peer" column holds the issue's target.
 
 Caveats: the ten pages share one Chromium on a 2-core machine, so browser rendering competes with the
-server for CPU; figures are an upper bound of what a real viewer on another machine sees.
+server for CPU; figures are an upper bound of what a real viewer on another machine sees. The Chromium
+processes' CPU is measured separately (psutil, all of the browser's processes) to show that share.
+
+A second measurement replaces the browsers with 10 lightweight Bokeh-protocol clients
+(``bokeh.client.pull_session`` on one event loop in this process: the same server-side session and
+websocket patches, no rendering), so the server's own cost per viewer is visible.
 """
 
 from __future__ import annotations
@@ -76,6 +81,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _chromium_cpu(samples: list[float], procs: dict) -> None:
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        try:
+            if "chrom" in (p.info["name"] or ""):
+                proc = procs.setdefault(p.pid, p)
+                total += proc.cpu_percent(None)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    samples.append(total)
+
+
 async def _measure(port: int, sessions: int, seconds: float, server_pid: int) -> dict:
     import psutil
     from playwright.async_api import async_playwright
@@ -97,52 +116,117 @@ async def _measure(port: int, sessions: int, seconds: float, server_pid: int) ->
             await page.evaluate("() => { window.__nexus.lat = []; }")
         rss_start = proc.memory_info().rss
         proc.cpu_percent(None)
-        cpu_samples = []
+        cpu_samples: list[float] = []
+        browser_cpu: list[float] = []
+        chromes: dict = {}
+        _chromium_cpu([], chromes)
         started = time.monotonic()
         while time.monotonic() - started < seconds:
             await asyncio.sleep(min(5.0, seconds))
             cpu_samples.append(proc.cpu_percent(None))
+            _chromium_cpu(browser_cpu, chromes)
         elapsed = time.monotonic() - started
         rss_end = proc.memory_info().rss
         lat = [await page.evaluate("() => window.__nexus.lat") for page in pages]
         await browser.close()
-    return {"lat": lat, "elapsed": elapsed, "cpu": cpu_samples, "rss_start": rss_start, "rss_end": rss_end}
+    return {"lat": lat, "elapsed": elapsed, "cpu": cpu_samples, "rss_start": rss_start, "rss_end": rss_end,
+            "browser_cpu": browser_cpu}
+
+
+def _measure_ws(port: int, sessions: int, seconds: float, server_pid: int) -> dict:
+    """10 Bokeh-protocol clients (no browser): latency from the clock source's patches as they arrive."""
+    import psutil
+    import panel.models  # noqa: F401 - registers the Panel model types the documents contain
+    from bokeh.client import pull_session
+    from tornado.ioloop import IOLoop
+
+    proc = psutil.Process(server_pid)
+    loop = IOLoop.current()
+    lat: list[list[float]] = [[] for _ in range(sessions)]
+    clients = []
+    for i in range(sessions):
+        session = pull_session(url=f"http://127.0.0.1:{port}/monitor", io_loop=loop)
+        clock = session.document.get_model_by_name("nexus-clock")
+
+        def on_change(attr, old, new, _i=i, _clock=clock) -> None:
+            received = _clock.data["received"][0]
+            if received > 0:
+                lat[_i].append(time.time() * 1000.0 - received)
+
+        clock.on_change("data", on_change)
+        clients.append(session)
+    loop.run_sync(lambda: asyncio.sleep(2.0))
+    for x in lat:
+        x.clear()
+    proc.cpu_percent(None)
+    rss_start = proc.memory_info().rss
+    started = time.monotonic()
+    loop.run_sync(lambda: asyncio.sleep(seconds))
+    elapsed = time.monotonic() - started
+    cpu = proc.cpu_percent(None)
+    rss_end = proc.memory_info().rss
+    for session in clients:
+        session.close()
+    return {"lat": lat, "elapsed": elapsed, "cpu": [cpu], "rss_start": rss_start, "rss_end": rss_end}
+
+
+def _serve(port: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    for line in server.stdout:  # Panel prints its own "Launching server" line first
+        if line.strip() == "ready":
+            return server
+    raise RuntimeError("monitor server did not start")
+
+
+def _rows(res: dict, clients: str, params: dict) -> list[dict]:
+    per_session = [len(x) / res["elapsed"] for x in res["lat"]]
+    all_lat = np.concatenate([np.asarray(x, dtype=float) for x in res["lat"] if len(x)]) if any(res["lat"]) \
+        else np.array([np.nan])
+    p99 = float(np.percentile(all_lat, 99))
+    mb = 1 / (1 << 20)
+    params = {**params, "clients": clients, "seconds": round(res["elapsed"], 1)}
+    rows = [
+        {"metric": f"[{clients}] updates/s per session (min of {len(per_session)})", "unit": "1/s",
+         "ours": round(min(per_session), 2), "peer": "target", "peer_value": 5.0,
+         "ratio": round(min(per_session) / 5.0, 2), "params": params},
+        {"metric": f"[{clients}] event-to-client latency p50", "unit": "ms",
+         "ours": round(float(np.percentile(all_lat, 50)), 1), "peer": "-", "peer_value": None, "ratio": None,
+         "params": params},
+        {"metric": f"[{clients}] event-to-client latency p99", "unit": "ms", "ours": round(p99, 1), "peer": "target",
+         "peer_value": 250.0, "ratio": round(p99 / 250.0, 2), "params": params},
+        {"metric": f"[{clients}] server CPU (mean)", "unit": "% of a core", "ours": round(float(np.mean(res["cpu"])), 1),
+         "peer": "-", "peer_value": None, "ratio": None, "params": params},
+        {"metric": f"[{clients}] server RSS end (peer: start)", "unit": "MiB", "ours": round(res["rss_end"] * mb, 1),
+         "peer": "start", "peer_value": round(res["rss_start"] * mb, 1),
+         "ratio": round(res["rss_end"] / res["rss_start"], 3), "params": params},
+    ]
+    if res.get("browser_cpu"):
+        rows.append({"metric": f"[{clients}] Chromium CPU, all processes (mean)", "unit": "% of a core",
+                     "ours": round(float(np.mean(res["browser_cpu"])), 1), "peer": "-", "peer_value": None,
+                     "ratio": None, "params": params})
+    return rows
 
 
 def run(quick: bool = False) -> list[dict]:
     if not os.path.exists(CHROMIUM):
         raise RuntimeError(f"{CHROMIUM} is required (apt-get install -y chromium)")
     sessions, seconds = 10, (20.0 if quick else 600.0)
+    params = {"sessions": sessions, "stream": "20 series, 200 rec/s, 0.1 s batches", "period_ms": 100}
+    rows: list[dict] = []
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+    server = _serve(port)
     try:
-        for line in server.stdout:  # Panel prints its own "Launching server" line first
-            if line.strip() == "ready":
-                break
-        else:
-            raise RuntimeError("monitor server did not start")
-        res = asyncio.run(_measure(port, sessions, seconds, server.pid))
+        rows += _rows(asyncio.run(_measure(port, sessions, seconds, server.pid)), "chromium", params)
     finally:
         server.terminate()
         server.wait(15)
-    per_session = [len(x) / res["elapsed"] for x in res["lat"]]
-    all_lat = np.concatenate([np.asarray(x, dtype=float) for x in res["lat"] if len(x)]) if any(res["lat"]) else np.array([np.nan])
-    params = {"sessions": sessions, "seconds": round(res["elapsed"], 1), "stream": "20 series, 200 rec/s, 0.1 s batches",
-              "period_ms": 100}
-    p99 = float(np.percentile(all_lat, 99))
-    mb = 1 / (1 << 20)
-    return [
-        {"metric": "updates/s per session (min of 10)", "unit": "1/s", "ours": round(min(per_session), 2),
-         "peer": "target", "peer_value": 5.0, "ratio": round(min(per_session) / 5.0, 2), "params": params},
-        {"metric": "event-to-browser latency p50", "unit": "ms", "ours": round(float(np.percentile(all_lat, 50)), 1),
-         "peer": "-", "peer_value": None, "ratio": None, "params": params},
-        {"metric": "event-to-browser latency p99", "unit": "ms", "ours": round(p99, 1), "peer": "target",
-         "peer_value": 250.0, "ratio": round(p99 / 250.0, 2), "params": params},
-        {"metric": "server CPU (mean)", "unit": "% of a core", "ours": round(float(np.mean(res["cpu"])), 1),
-         "peer": "-", "peer_value": None, "ratio": None, "params": params},
-        {"metric": "server RSS start → end", "unit": "MiB", "ours": round(res["rss_end"] * mb, 1), "peer": "start",
-         "peer_value": round(res["rss_start"] * mb, 1), "ratio": round(res["rss_end"] / res["rss_start"], 3),
-         "params": params},
-    ]
+    port = _free_port()
+    server = _serve(port)
+    try:
+        rows += _rows(_measure_ws(port, sessions, min(seconds, 60.0), server.pid), "bokeh-ws", params)
+    finally:
+        server.terminate()
+        server.wait(15)
+    return rows

@@ -199,10 +199,7 @@ class RemoteSource:
     def control(self, stream: str, action: str) -> str:
         if action not in _ACTIONS:
             raise ValueError(f"unknown action {action!r}: start, pause or stop")
-        state = None
-        if len(self._streams):
-            row = self._streams[self._streams["name"] == stream]
-            state = row["state"].iloc[0] if len(row) else None
+        state = self.client.status(stream).get("state") if action == "start" else None
         call = "resume" if action == "start" and state == "paused" else action
         return str(getattr(self.client, call)(stream)["state"])
 

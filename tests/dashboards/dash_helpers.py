@@ -7,3 +7,66 @@ ARTIFACTS = ROOT / "test-artifacts" / "dashboards"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+# BokehJS: lengths of the monitor's line sources in every Bokeh document of the page (Voila has several).
+DRAWN_JS = """() => {
+  const out = {};
+  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+    for (const name of ['nexus-line-0', 'nexus-line-1', 'nexus-anomalies']) {
+      const m = doc.get_model_by_name(name);
+      if (m) out[name] = m.data.x.length;
+    }
+  }
+  return out;
+}"""
+
+
+class GatewayThread:
+    """A real gateway (``start_gateway``) with the built-in simulated stream, on its own event loop thread.
+
+    Its own thread, so that blocking SDK calls from the test (or a monitor tick) never wait on the loop
+    that must answer them. ``url``, ``token`` (analyst role), ``manager``; ``stop()`` ends everything.
+    """
+
+    def __init__(self, home: Path) -> None:
+        import asyncio
+        import threading
+
+        self.home = home
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+
+    async def _start(self) -> None:
+        from nexus_kernel._up import DEFAULT_STREAM, default_pipeline
+        from nexus_kernel.config import load_settings
+        from nexus_kernel.engine import StreamManager
+        from nexus_kernel.gateway import Services, mint_token, start_gateway
+        from nexus_kernel.storage import open_bus, open_store
+
+        settings = load_settings(home=self.home, store="memory", port=0, batch_interval=0.1)
+        self.store, self.bus = open_store("memory"), open_bus(settings, backend="memory")
+        self.manager = StreamManager(settings, services={"store": self.store, "bus": self.bus}, run=True)
+        self.manager.create(DEFAULT_STREAM, default_pipeline(settings))
+        self.manager.start(DEFAULT_STREAM)
+        self.services = Services.create(settings, store=self.store, bus=self.bus, manager=self.manager)
+        self.gateway = await start_gateway(settings, self.services)
+        self.url = self.gateway.url
+        self.token = mint_token(settings, "monitor-test", "analyst")
+
+    async def _stop(self) -> None:
+        await self.gateway.stop()
+        await self.services.close()
+        await self.manager.shutdown_async()
+
+    def stop(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.store.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .dash_helpers import CHROMIUM_ARGS, ROOT
+from .dash_helpers import CHROMIUM_ARGS, DRAWN_JS, ROOT, GatewayThread
 
 
 def _free_port() -> int:
@@ -24,6 +24,20 @@ def _free_port() -> int:
 
 async def _values(page, n: int = 1) -> list[str]:
     return [await page.locator(".nexus-value").nth(i).text_content() for i in range(n)]
+
+
+async def _assert_drawn_and_growing(page, wait: float = 2.0) -> dict:
+    """The plot's line sources *in the browser* hold points, and more of them after ``wait`` seconds.
+
+    (An empty plot with updating 'latest' values once passed a test that only read the text.)
+    """
+    first = await page.evaluate(DRAWN_JS)
+    await asyncio.sleep(wait)
+    second = await page.evaluate(DRAWN_JS)
+    for name in ("nexus-line-0", "nexus-line-1"):
+        assert first.get(name, 0) > 5, f"{name} is empty in the browser: {first}"
+        assert second[name] > first[name], f"{name} did not grow in the browser: {first} → {second}"
+    return second
 
 
 def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path, home: Path) -> None:
@@ -53,10 +67,7 @@ def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path
                 await asyncio.sleep(1.5)
                 after = await _values(page, 2)
                 assert before != after, "live values did not change"
-                # the plot's data source holds points streamed in (read from BokehJS itself)
-                points = await page.evaluate(
-                    "() => Bokeh.documents[0].get_model_by_name('nexus-line-0').data.x.length")
-                assert points > 10
+                await _assert_drawn_and_growing(page)
                 received = await page.evaluate(
                     "() => Bokeh.documents[0].get_model_by_name('nexus-clock').data.received[0]")
                 assert received > 0  # the timing source the dashboard benchmark reads is in the page
@@ -126,8 +137,9 @@ def test_voila_monitor_renders_updates_and_closed_pages_free_their_kernels(chrom
                         await asyncio.sleep(2.0)
                         after = await _values(page, 2)
                         assert before != after, "live values did not change in Voila"
-                        text = await page.evaluate("() => document.body.innerText")
-                        assert "embedded pipeline" in text  # no gateway: the page says so
+                        await _assert_drawn_and_growing(page)
+                        # no gateway: the page says so (in Panel's shadow DOM, which text locators pierce)
+                        assert await page.get_by_text("No gateway:").count() > 0
                         await page.screenshot(path=str(artifacts / "monitor-voila.png"), full_page=True)
                     assert _kernels(voila) == baseline + 1
                     await page.goto("about:blank")  # fires beforeunload → shutdown beacon
@@ -154,3 +166,50 @@ def test_voila_monitor_renders_updates_and_closed_pages_free_their_kernels(chrom
 
     refused = re.findall(r"\b403 (?:GET|POST|DELETE) \S+", out or "")
     assert not refused, f"requests refused: {refused} (see test-artifacts/dashboards/voila.log)"
+
+
+def test_voila_monitor_talks_to_a_running_gateway_with_a_token(chromium: str, artifacts: Path, home: Path) -> None:
+    """NEXUS_GATEWAY_URL + NEXUS_GATEWAY_TOKEN: the Voila page reads a real gateway through the SDK."""
+    from playwright.async_api import async_playwright
+
+    gateway = GatewayThread(home / "gw")
+    port = _free_port()
+    env = {**os.environ, "NEXUS_HOME": str(home), "JUPYTER_CONFIG_PATH": str(ROOT / "deploy" / "voila"),
+           "PYTHONPATH": str(ROOT), "NEXUS_GATEWAY_URL": gateway.url, "NEXUS_GATEWAY_TOKEN": gateway.token}
+    proc = subprocess.Popen([sys.executable, "-m", "voila", str(ROOT / "dashboards" / "monitor.ipynb"), "--no-browser",
+                             f"--port={port}", "--Voila.ip=127.0.0.1"], env=env, cwd=home,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+
+        async def main() -> None:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                await page.goto(f"http://127.0.0.1:{port}/", timeout=60_000)
+                await page.wait_for_selector(".nexus-value", timeout=60_000)
+                # Panel renders in shadow DOM (innerText misses it); Playwright's text locators pierce it
+                assert await page.get_by_text(f"Connected to the gateway at {gateway.url}").count() > 0
+                assert await page.get_by_text("No gateway:").count() == 0
+                before = await _values(page, 2)
+                await _assert_drawn_and_growing(page)
+                assert await _values(page, 2) != before, "live values did not change"
+                await page.screenshot(path=str(artifacts / "monitor-voila-gateway.png"), full_page=True)
+                await page.goto("about:blank")
+                await browser.close()
+
+        asyncio.run(main())
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        (artifacts / "voila-gateway.log").write_text(out or "")
+        gateway.stop()
