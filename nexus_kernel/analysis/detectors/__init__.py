@@ -2,6 +2,7 @@
 
 from ._base import RESULT_COLUMNS, Detector, Result, detectors, score_to_z, z_to_score
 from .bocpd import BOCPD
+from .context_ose import ContextOSE
 from .cusum import Cusum
 from .ensemble import Ensemble
 from .ewma import EWMA
@@ -18,4 +19,4 @@ from .trend import Trend
 __all__ = ["Detector", "Result", "RESULT_COLUMNS", "detectors", "z_to_score", "score_to_z", "find_period",
            "RobustZ", "EWMA", "HoltWinters", "Seasonal", "IsolationForestDetector", "Cusum", "BOCPD",
            "LevelShift", "Trend", "Ensemble", "SequenceNovelty",
-           "RelativeEntropy"]
+           "RelativeEntropy", "ContextOSE"]

@@ -14,7 +14,17 @@ The reason names the member that drove the alarm, its own statistic and expected
 
 Parameters: ``members`` (``{name: params}`` from the detector registry), ``along``, ``short``,
 ``warmup``, ``cap``, ``threshold``, ``refractory``, ``reopen``, ``weights`` (``{name: factor}`` on a
-member's likelihood z before the max; 1 when absent).
+member's likelihood z before the max; 1 when absent), ``calibration``: ``"ewm"`` (default, above)
+or ``"numenta"`` — nupic's exact anomaly likelihood per member (mean of the last ``short`` raw
+scores, ``a / cap``, against a Gaussian fitted every ``reestimate`` points to the averaged scores of
+the last ``history`` points, the first ``learning`` left out, nothing scored before ``learning +
+estimation``; mean and variance floors, reflected tail, red-zone filter), expressed as a z.
+
+On the NAB subset the Numenta calibration scored well below the default with the same members:
+54.8 standard at ``threshold=4.5`` (36.5 at 2.5; 55.7 with ``learning=100, estimation=50``; 55.0
+with ``history=1000``) against 71.6; its held-out halves were no better (52.1 / 57.9 at 4.5) — a
+fixed-window Gaussian refitted every 100 points, reset-free, reacts later to a member's drift than the
+exponentially weighted one, and its red-zone filter caps the second of two extreme points.
 
 Caveats: the default members (level shift, seasonal residual, BOCPD with ``max_run=32``,
 ``hazard=1/1000``, sequence novelty, robust z, relative entropy) and constants were chosen on the NAB
@@ -71,6 +81,81 @@ def _likelihood(a, meta, along, short, warm):
 
 
 @njit(cache=True)
+def _numenta(a, x, meta, raw, avgs, vals, short, window, learning, probation, every, z_yellow):
+    """Numenta's anomaly likelihood (nupic ``anomaly_likelihood.py``) as a z, member by member.
+
+    The mean of the last ``short`` raw scores is compared with a Gaussian fitted to the averaged scores
+    of the last ``window`` points (those of the first ``learning`` points left out; mean floored at
+    0.03, variance at 0.0003), re-fitted every ``every`` points once ``probation`` points are in; the
+    tail is two-sided by reflection (an unusually *low* average counts too, as in nupic); a tail in the
+    red zone (<= 1e-5) right after another is pulled back to the yellow one (1e-3); a metric flat over
+    the window (variance < 1.5e-5) gets nupic's null distribution. Returned as the Gaussian z of the
+    tail, so the ensemble's weights and threshold keep their meaning; -log10 of 1 - likelihood,
+    Numenta's log score, is a monotone map of it.
+    """
+    # meta: iteration, moving-average total, mean, std, previous tail, fitted (0/1),
+    #       sum, sum of squares of averaged scores kept, count kept, value sums (shifted), value ref
+    n = a.shape[0]
+    out = np.zeros(n)
+    it = int(meta[0])
+    for i in range(n):
+        ai = a[i]
+        if not math.isfinite(ai):
+            continue
+        r = min(max(ai, 0.0), 1.0)
+        k = it % short
+        if it >= short:
+            meta[1] -= raw[k]
+        raw[k] = r
+        meta[1] += r
+        avg = meta[1] / min(it + 1, short)
+        if it >= probation:
+            if meta[5] == 0.0 or it % every == 0:
+                cnt = meta[8]
+                mean, var = 0.5, 1e6
+                if cnt > 0:
+                    mean = meta[6] / cnt
+                    var = max(meta[7] / cnt - mean * mean, 0.0)
+                    vm = meta[9] / cnt
+                    vvar = meta[10] / cnt - vm * vm
+                    mean = max(mean, 0.03)
+                    var = max(var, 0.0003)
+                    if vvar < 1.5e-5:
+                        mean, var = 0.5, 1e6
+                meta[2], meta[3], meta[5] = mean, math.sqrt(var), 1.0
+            d = abs(avg - meta[2]) / meta[3]
+            tail = 0.5 * math.erfc(d / 1.4142)
+            z = d
+            if tail <= 1e-5 and meta[4] <= 1e-5:
+                z = z_yellow
+            meta[4] = tail
+            out[i] = z
+        # the history: a ring of ``window`` averaged scores and values; the first ``learning`` never count
+        w = it % window
+        if it >= window and it - window >= learning:
+            meta[6] -= avgs[w]
+            meta[7] -= avgs[w] * avgs[w]
+            dv = vals[w] - meta[11]
+            meta[9] -= dv
+            meta[10] -= dv * dv
+            meta[8] -= 1.0
+        if it == 0:
+            meta[11] = x[i]
+        avgs[w] = avg
+        vals[w] = x[i]
+        if it >= learning:
+            meta[6] += avg
+            meta[7] += avg * avg
+            dv = x[i] - meta[11]
+            meta[9] += dv
+            meta[10] += dv * dv
+            meta[8] += 1.0
+        it += 1
+    meta[0] = it
+    return out
+
+
+@njit(cache=True)
 def _refractory(z, meta, level, span, reopen):
     # meta: points since the last alarm
     out = z.copy()
@@ -84,6 +169,9 @@ def _refractory(z, meta, level, span, reopen):
     meta[0] = since
     return out
 
+
+# the z whose Gaussian tail (with nupic's 1.4142) is 1e-3, nupic's "yellow" likelihood
+_Z_YELLOW = 1.4142 * float(__import__("scipy.special", fromlist=["erfcinv"]).erfcinv(2e-3))
 
 DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {
     "level_shift": {}, "seasonal": {}, "bocpd": {"max_run": 32, "hazard": 1 / 1000},
@@ -101,17 +189,30 @@ class Ensemble(Detector):
 
     def __init__(self, *, members: dict[str, dict[str, Any]] | None = None, along: float = 0.001, short: int = 10,
                  warmup: int = 100, cap: float = 3.0, threshold: float = 2.5, refractory: int = 150,
-                 reopen: float = math.inf, weights: dict[str, float] | None = None, seed: int = 0) -> None:
+                 reopen: float = math.inf, weights: dict[str, float] | None = None, calibration: str = "ewm",
+                 history: int = 8640, learning: int = 288, estimation: int = 100, reestimate: int = 100,
+                 seed: int = 0) -> None:
         super().__init__(seed=seed)
         self.members = dict(DEFAULT_MEMBERS if members is None else members)
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         self.along, self.short, self.warmup, self.cap = along, short, warmup, cap
         self.threshold, self.refractory, self.reopen = threshold, refractory, reopen
+        if calibration not in ("ewm", "numenta"):
+            raise ValueError("calibration is 'ewm' or 'numenta'")
+        if min(history, learning + 1, estimation, reestimate) < 1 or history < estimation:
+            raise ValueError("numenta calibration needs history >= estimation >= 1, learning >= 0, reestimate >= 1")
+        self.calibration, self.history, self.learning = calibration, history, learning
+        self.estimation, self.reestimate = estimation, reestimate
         self._detectors = {name: detectors.get(name)(seed=seed, **p) for name, p in self.members.items()}
         self._last: dict[int, dict[str, Any]] = {}
 
     def new_state(self):
-        return {"lik": {m: np.zeros(4) for m in self.members}, "ref": np.array([1e18]), "key": None}
+        if self.calibration == "numenta":
+            lik = {m: (np.zeros(12), np.zeros(self.short), np.zeros(self.history), np.zeros(self.history))
+                   for m in self.members}
+        else:
+            lik = {m: np.zeros(4) for m in self.members}
+        return {"lik": lik, "ref": np.array([1e18]), "key": None}
 
     def score_learn(self, key, values):
         state = self._states.get(key)
@@ -126,7 +227,12 @@ class Ensemble(Detector):
         for name, det in self._detectors.items():
             res = det.score_learn(key, x)
             a = np.minimum(np.abs(res.statistic) / det.threshold, self.cap)
-            z = _likelihood(a, state["lik"][name], self.along, self.short, self.warmup)
+            if self.calibration == "numenta":
+                meta, raw, avgs, vals = state["lik"][name]
+                z = _numenta(a / self.cap, x, meta, raw, avgs, vals, self.short, self.history, self.learning,
+                             self.learning + self.estimation, self.reestimate, _Z_YELLOW)
+            else:
+                z = _likelihood(a, state["lik"][name], self.along, self.short, self.warmup)
             zs.append(z * self.weights.get(name, 1.0))
             results.append(res)
         stack = np.vstack(zs)
