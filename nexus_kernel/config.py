@@ -9,6 +9,7 @@ A wrong value fails at start with :class:`SettingsError`, whose message names th
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,13 +21,29 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["Settings", "SettingsError", "load_settings", "redact"]
 
 ENV_PREFIX = "NEXUS_"
 
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names it."""
+
+
+# user:password@ in a URL (greedy to the last '@' of the authority), password=... in a libpq key/value DSN
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)([^/?#\s]*)(?=@)", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"\b(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every DSN password replaced by ``***`` (URLs and ``password=`` pairs).
+
+    >>> redact("postgresql://nexus:s3cret@db:5432/nexus?sslmode=require")
+    'postgresql://nexus:***@db:5432/nexus?sslmode=require'
+    >>> redact("host=db user=nexus password='a b' dbname=x")
+    'host=db user=nexus password=*** dbname=x'
+    """
+    return _KV_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***", text))
 
 
 class Settings(BaseSettings):
@@ -95,6 +112,7 @@ class Settings(BaseSettings):
     rate_limit_address: int = Field(2400, gt=0, description="Requests per rate_window per client address.")
     rate_window: float = Field(60.0, gt=0, description="Sliding window of the gateway rate limits (seconds).")
     ws_queue: int = Field(256, gt=0, description="Messages a WebSocket client may have waiting before some are dropped.")
+    ws_linger: float = Field(0.025, ge=0, le=1, description="Seconds a WebSocket client's writer waits after a frame so that what arrives meanwhile goes out as one frame (0: a frame per message).")
 
     # Dashboards (dashboards/, nexus_kernel.scheduler)
     monitor_port: int = Field(5006, ge=0, le=65535, description="Port of the monitor `nexus up` serves (Panel).")
@@ -128,6 +146,11 @@ class Settings(BaseSettings):
         toml_path = Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "nexus.toml"))
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
 
+    def __repr_args__(self) -> Any:
+        # store is a plain str (a path or a DSN); its password must not reach reprs, errors or logs
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name == "store" and isinstance(value, str) else value
+
     @property
     def registry_path(self) -> Path:
         return self.home / "streams.json"
@@ -146,7 +169,7 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         name = ".".join(str(p) for p in item["loc"]) or "?"
         env = ENV_PREFIX + name.upper().replace(".", "__")
-        parts.append(f"setting '{name}' ({env}): {item['msg']} (got {item.get('input')!r})")
+        parts.append(redact(f"setting '{name}' ({env}): {item['msg']} (got {item.get('input')!r})"))
     return "; ".join(parts)
 
 

@@ -254,7 +254,7 @@ class FeatureExtractor:
         sub = frame.loc[valid, [SERIES, TIME, "_row"]].reset_index(drop=True)
         x = values[valid].reset_index(drop=True)
         key = sub[SERIES]
-        secs = (sub[TIME] - sub[TIME].groupby(key).transform("first")).dt.total_seconds()
+        secs = (sub[TIME] - sub[TIME].groupby(key, sort=False).transform("first")).dt.total_seconds()
         group = x.groupby(key, sort=False)
 
         def roll(s: pd.Series) -> pd.core.window.rolling.RollingGroupby:
@@ -289,9 +289,8 @@ class FeatureExtractor:
             feats[f"acf{lag}"] = self._rolling_acf(x0, key, lag)
         period, strength = self._seasons(x, key, long, field)
         feats["period"], feats["seasonality"] = period, strength
-        out = pd.DataFrame({SERIES: sub[SERIES].to_numpy(), TIME: sub[TIME].to_numpy(), "field": field,
-                            "_row": sub["_row"].to_numpy()})
-        out[TIME] = out[TIME].astype("datetime64[ns, UTC]")
+        out = pd.DataFrame({SERIES: sub[SERIES], TIME: sub[TIME].astype("datetime64[ns, UTC]"), "field": field,
+                            "_row": sub["_row"]})
         for name, arr in feats.items():
             out[name] = arr
         if not valid.all():  # NaN rows stay in the output with NaN features

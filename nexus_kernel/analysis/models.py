@@ -25,11 +25,13 @@ Example
 >>> store.write(pd.DataFrame({"stream": "pumps", "series": "p1", "ts": ts, "seq": np.arange(len(ts)),
 ...                          "value": np.sin(np.arange(len(ts)) * 2 * np.pi / 24)}))
 240
->>> record = retrain("pumps", store=store, directory=tempfile.mkdtemp(), lookback="7d")
+>>> tmp = tempfile.TemporaryDirectory()
+>>> record = retrain("pumps", store=store, directory=tmp.name, lookback="7d")
 >>> record.version, record.kind
 (1, 'ets')
 >>> len(serve("pumps", store=store, horizon=6))
 6
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations

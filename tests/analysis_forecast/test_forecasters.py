@@ -113,3 +113,16 @@ def test_online_update_moves_the_forecast() -> None:
     f.learn(y.index[400:], y.to_numpy()[400:] + 10.0)  # a level shift, learned without a refit
     assert f.params == params and f.refits == 1
     assert f.forecast(1)["yhat"].iloc[0] > y.iloc[-24] + 5.0
+
+
+def test_ets_keeps_the_seasonal_naive_corner_when_it_forecasts_a_season_better() -> None:
+    """A season that is a fixed random shape: repeating the last season is the best forecast."""
+    rng = np.random.default_rng(8)
+    shape = rng.normal(0, 5, 24)
+    ts = pd.date_range("2024-01-01", periods=24 * 12, freq="1h", tz="UTC")
+    y = np.tile(shape, 12) + rng.normal(0, 0.01, len(ts))
+    truth = np.tile(shape, 13)[-24:]
+    checked = HoltWinters(background=False).learn(ts, y).forecast(24)["yhat"].to_numpy()
+    unchecked = HoltWinters(background=False, horizon_check=False).learn(ts, y).forecast(24)["yhat"].to_numpy()
+    assert np.abs(checked - truth).mean() < 0.05
+    assert np.abs(checked - truth).mean() <= np.abs(unchecked - truth).mean() + 1e-12

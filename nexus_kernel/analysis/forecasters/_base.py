@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -238,7 +239,7 @@ class BaseForecaster:
     def wait(self, timeout: float | None = None) -> None:
         """Block until a pending background refit is done and in use."""
         if self._future is not None:
-            self._future.result(timeout)
+            futures_wait([self._future], timeout)
             self._poll()
 
     # -- internals -----------------------------------------------------------------------------

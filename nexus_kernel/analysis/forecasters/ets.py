@@ -30,6 +30,9 @@ fit_window
     Last grid points used to detect the season and estimate the parameters.
 max_season
     Longest season considered by detection.
+horizon_check
+    Keep the seasonal-naive corner of the model (α=0, γ=1: repeat the last season) when it forecast the
+    fit window's last season better than the least-squares parameters did (needs three seasons).
 **base
     :class:`~nexus_kernel.analysis.forecasters._base.BaseForecaster` options (freq, refit_every, ...).
 
@@ -146,6 +149,28 @@ def _errors(params: np.ndarray, y: np.ndarray, trend: bool, m: int, past: np.nda
     return lfilter(ar, ma, y, zi=zi)[0]
 
 
+def _errors_at(y: np.ndarray, alpha: float, beta: float, gamma: float, phi: float, trend: bool, m: int
+               ) -> np.ndarray:
+    ar, ma = ets_polynomials(alpha, beta, gamma, phi, trend, m)
+    order = max(len(ar), len(ma)) - 1
+    past = _initial_past(y, trend, m, order + 1)
+    zi = lfiltic(ar, ma, np.zeros(order), past[::-1][:order])
+    return lfilter(ar, ma, y, zi=zi)[0]
+
+
+def _season_ahead_mae(y: np.ndarray, alpha: float, beta: float, gamma: float, phi: float, trend: bool,
+                      m: int) -> float:
+    """MAE of the forecast of the window's last season made from the point before it."""
+    head = y[:-m]
+    ar, ma = ets_polynomials(alpha, beta, gamma, phi, trend, m)
+    order = max(len(ar), len(ma)) - 1
+    e = _errors_at(head, alpha, beta, gamma, phi, trend, m)
+    zi = lfiltic(ma, ar, head[::-1][:order], e[::-1][:order])
+    forecast = lfilter(ma, ar, np.zeros(m), zi=zi)[0]
+    value = float(np.mean(np.abs(forecast - y[-m:])))
+    return value if np.isfinite(value) else np.inf
+
+
 def _unpack(p: np.ndarray, trend: bool, m: int) -> tuple[float, float, float, float]:
     """Free parameters in [0, 1] → (α, β ≤ α, γ ≤ 1-α, φ in [0.8, 0.98]): the usual admissible box."""
     alpha = float(p[0])
@@ -195,11 +220,13 @@ class HoltWinters(BaseForecaster):
         trend: bool | str = "auto",
         fit_window: int = 2500,
         max_season: int = 1000,
+        horizon_check: bool = True,
         **base,
     ) -> None:
         super().__init__(**base)
         if season not in ("auto", None) and (not isinstance(season, int) or season < 2):
             raise ValueError("season must be 'auto', None or an int >= 2")
+        self.horizon_check = bool(horizon_check)
         if trend not in ("auto", True, False):
             raise ValueError("trend must be 'auto', True or False")
         self.season = season
@@ -255,6 +282,15 @@ class HoltWinters(BaseForecaster):
                 best = (aic, trend, p, e)
         _, trend, p, e = best
         alpha, beta, gamma, phi = _unpack(p, trend, m)
+        if m and len(y) >= 3 * m and self.horizon_check:
+            # one-step least squares can prefer smoothing that forecasts a whole season ahead worse
+            # than repeating the last season; the seasonal-naive corner of the same model (α=0, γ=1)
+            # is kept when it forecast the last season of the window better
+            fitted = _season_ahead_mae(y, alpha, beta, gamma, phi, trend, m)
+            corner = _season_ahead_mae(y, 0.0, 0.0, 1.0, 1.0, False, m)
+            if corner < fitted:
+                alpha, beta, gamma, phi, trend = 0.0, 0.0, 1.0, 1.0, False
+                e = _errors_at(y, alpha, beta, gamma, phi, trend, m)
         ar, ma = ets_polynomials(alpha, beta, gamma, phi, trend, m)
         keep = max(len(ar), len(ma))
         state = _State(alpha, beta, gamma, phi, trend, m, ar, ma, y[-keep:].copy(), e[-keep:].copy())
