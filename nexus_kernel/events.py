@@ -63,6 +63,7 @@ __all__ = [
     "empty_batch",
     "empty_dead_letters",
     "make_dead_letters",
+    "SeriesIds",
 ]
 
 STREAM, SERIES, TIME, SEQ, ATTRS = "stream", "series", "ts", "seq", "attrs"
@@ -201,7 +202,8 @@ class Validator:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._newest: dict[str, np.datetime64] = {}
+        self._ids = SeriesIds()
+        self._newest = np.empty(0, dtype=np.int64)
         self._next_seq = 0
         self._lateness = pd.Timedelta(schema.allowed_lateness)
 
@@ -401,32 +403,37 @@ class Validator:
         if not candidate.any():
             return late
         idx = np.flatnonzero(candidate)
-        codes, t = series.codes[idx], ts[idx]
+        sid = self._ids.lookup(series.categories)[series.codes[idx]]
+        t = ts[idx].view("int64")
         if len(t) > 1 and not (t[1:] >= t[:-1]).all():
             # out of order inside the batch: the running newest time per series
-            t_running = pd.Series(t).groupby(codes, sort=False).cummax().to_numpy(dtype="datetime64[ns]")
+            t_running = pd.Series(t).groupby(sid, sort=False).cummax().to_numpy()
         else:
             t_running = t  # sorted: each row is the newest of its series so far
-        if self._newest:
-            nat = np.datetime64("NaT", "ns")
-            prior = np.array([self._newest.get(c, nat) for c in series.categories], dtype="datetime64[ns]")[codes]
-            t_running = np.where(~np.isnat(prior) & (prior > t_running), prior, t_running)
-        late[idx] = t < t_running - self._lateness.to_timedelta64()
+        newest = self._newest_ns(len(self._ids))
+        t_running = np.maximum(t_running, newest[sid])
+        late[idx] = t < t_running - self._lateness.value
         return late
+
+    def _newest_ns(self, size: int) -> np.ndarray:
+        """Newest time per series id (int64 ns; the minimum int64 where none was seen yet)."""
+        if len(self._newest) < size:
+            grown = np.full(max(size, 2 * len(self._newest)), np.iinfo(np.int64).min, dtype=np.int64)
+            grown[: len(self._newest)] = self._newest
+            self._newest = grown
+        return self._newest
 
     def _advance(self, codes: np.ndarray, categories: pd.Index, ts: np.ndarray) -> None:
         if len(ts) == 0:
             return
-        newest = pd.Series(ts).groupby(codes, sort=False).max()
-        for code, stamp in zip(newest.index, newest.to_numpy(dtype="datetime64[ns]")):
-            key = categories[code]
-            known = self._newest.get(key)
-            if known is None or stamp > known:
-                self._newest[key] = stamp
+        sid = self._ids.lookup(categories)[codes]
+        np.maximum.at(self._newest_ns(len(self._ids)), sid, ts.view("int64"))
 
     def newest(self) -> dict[str, pd.Timestamp]:
         """Newest event time seen per series."""
-        return {k: pd.Timestamp(v, tz="UTC") for k, v in self._newest.items()}
+        none = np.iinfo(np.int64).min
+        return {name: pd.Timestamp(int(self._newest[i]), tz="UTC")
+                for i, name in enumerate(self._ids.names) if i < len(self._newest) and self._newest[i] != none}
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -448,6 +455,36 @@ class Validator:
                 "seq": seq[mask],
             }
         ).astype({"received_at": "datetime64[ns, UTC]"})
+
+
+class SeriesIds:
+    """Dense integer ids for series keys, stable for the life of the object.
+
+    Batches carry series as categoricals whose categories differ from batch to batch; ``lookup`` maps
+    a batch's categories to ids (remembering the last categories seen, which a source usually reuses).
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self.names: list[str] = []
+        self._last: tuple[pd.Index, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def lookup(self, categories: pd.Index) -> np.ndarray:
+        if self._last is not None and self._last[0] is categories:
+            return self._last[1]
+        ids = np.fromiter((self.id_of(str(name)) for name in categories), dtype=np.int64, count=len(categories))
+        self._last = (categories, ids)
+        return ids
+
+    def id_of(self, name: str) -> int:
+        found = self._ids.get(name)
+        if found is None:
+            found = self._ids[name] = len(self.names)
+            self.names.append(name)
+        return found
 
 
 def _as_categorical(column: pd.Series) -> pd.Categorical:

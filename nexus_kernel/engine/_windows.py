@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..events import SERIES, TIME, field_columns, make_dead_letters
+from ..events import SERIES, TIME, SeriesIds, field_columns, make_dead_letters
 from ._steps import StepContext, steps
 
 __all__ = ["Window", "AGGREGATES"]
@@ -176,8 +176,7 @@ class Window:
         self.lateness = _seconds(lateness) if lateness is not None else None
         self.watermark: int | None = None  # ns since the epoch
         self._state: _Partials | None = None
-        self._sids: dict[str, int] = {}
-        self._names: list[str] = []
+        self._ids = SeriesIds()
         self.context: StepContext | None = None
         self.stream = "stream"
         self.late = 0
@@ -240,15 +239,12 @@ class Window:
             codes, names = column.cat.codes.to_numpy(), column.cat.categories
         else:
             codes, names = pd.factorize(column)
-        lookup = np.fromiter((self._sid_of(str(n)) for n in names), dtype=np.int64, count=len(names))
-        return lookup[codes]
+            names = pd.Index(names)
+        return self._ids.lookup(names)[codes]
 
-    def _sid_of(self, name: str) -> int:
-        sid = self._sids.get(name)
-        if sid is None:
-            sid = self._sids[name] = len(self._names)
-            self._names.append(name)
-        return sid
+    @property
+    def _names(self) -> list[str]:
+        return self._ids.names
 
     def _late(self, sid: np.ndarray, t: np.ndarray) -> np.ndarray:
         if self.watermark is None:
@@ -280,15 +276,19 @@ class Window:
                 rows = rows.take(np.flatnonzero(starts + self.size.value > self.watermark))
         elif self.window_kind == "tumbling":
             rows.start = rows.start - np.mod(rows.start, self.size.value)
-        both = _Partials.concat(self._state, rows)
         if self.window_kind == "session":
-            self._state = self._sessionize(both)
+            self._state = self._sessionize(_Partials.concat(self._state, rows))
             return
-        origin = both.start.min()
+        # reduce the batch on its own first: the merge with the (small) open state then stays small
+        self._state = self._by_window(_Partials.concat(self._state, self._by_window(rows)))
+
+    def _by_window(self, rows: _Partials) -> _Partials:
+        if len(rows) == 0:
+            return rows
         step = self.slide.value if self.window_kind == "sliding" else self.size.value
-        key = both.sid * (1 << 40) + (both.start - origin) // step
+        key = rows.sid * (1 << 40) + (rows.start - rows.start.min()) // step
         ids, uniques = pd.factorize(key)
-        self._state = _combine(both, ids, len(uniques), span=False)
+        return _combine(rows, ids, len(uniques), span=False)
 
     def _sessionize(self, rows: _Partials) -> _Partials:
         """Merge spans of a series that lie within the gap of each other into sessions."""
