@@ -141,3 +141,20 @@ def test_history_survives_a_restart_and_nexus_query_prints_it(tmp_path):
     assert len(after_second.stdout.strip().splitlines()) - 1 > rows_first  # the old rows plus new ones
     resampled = nexus("query", "sensors", "--last", "1h", "--every", "1min", home=home)
     assert resampled.returncode == 0 and "s0000" in resampled.stdout
+
+
+def test_the_same_commands_work_against_postgresql(tmp_path, pg_dsn):
+    from nexus_kernel.storage import open_store
+
+    home = tmp_path / "home"
+    env = {"NEXUS_SIM_RATE": "400", "NEXUS_SIM_SERIES": "4", "NEXUS_STORE": pg_dsn}
+    try:
+        ran = nexus("up", "--headless", "--no-monitor", "--duration", "4", home=home, env=env)
+        assert ran.returncode == 0, ran.stderr
+        shown = nexus("query", "sensors", "--last", "1h", "--every", "1min", "--format", "csv", home=home, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert "s0003" in shown.stdout and len(shown.stdout.splitlines()) >= 5
+    finally:
+        store = open_store(pg_dsn, resilient=False)
+        store.drop_schema()
+        store.close()
