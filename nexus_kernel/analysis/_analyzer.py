@@ -80,7 +80,6 @@ class Analyzer:
         """Learn every (stream, series, field) forecaster and emit the next ``horizon`` steps with a band."""
         reg = self._forecaster
         name = self.forecaster if self.forecaster in reg else reg.names()[0]
-        made_at = pd.Timestamp.now(tz="UTC")
         parts = []
         for (stream, key), rows in batch.groupby(["stream", "series"], sort=False, observed=True):
             for field in fields:
@@ -88,6 +87,7 @@ class Analyzer:
                 if fc is None:
                     fc = self._models[(stream, key, field)] = reg.get(name)(background=False)
                 fc.learn(rows["ts"], rows[field].to_numpy(dtype=np.float64))
+                made_at = rows["ts"].max()  # the newest point it saw: a replay stores the same rows again
                 f = fc.forecast(self.horizon, level=self.level)
                 if f.empty:
                     continue

@@ -130,3 +130,25 @@ def test_the_one_import_surface_reads_what_a_pipeline_stored(settings, tmp_path)
     assert len(raw) == 600
     per_minute = nk.query("sensors", store_target=target, every="1min", agg=["count"])
     assert per_minute["value"].sum() == 600 and len(per_minute) == 2 * 5
+
+
+def test_analyze_with_forecasts_sends_them_to_the_store_and_the_bus(settings):
+    import asyncio
+
+    store, bus = open_store("memory"), open_bus(backend="memory")
+    sim = sources.simulator(series=3, freq="1s", rate=None, seed=9, limit=3_000, start="2024-01-01", batch_size=500)
+    pipe = (Pipeline.from_source(sim, settings=settings).batch(size=500).validate().store()
+            .analyze(forecast=True, horizon=10, level=0.8))
+    pipe.services.update({"store": store, "bus": bus})
+    pipe.run(timeout=60)
+    assert pipe.status()["errors"] == 0, pipe.status()["last_error"]
+    forecasts = store.read("forecasts", stream="sensors")
+    assert set(forecasts["series"]) == {"s0000", "s0001", "s0002"}
+    assert (forecasts["lo"] <= forecasts["yhat"]).all() and (forecasts["yhat"] <= forecasts["hi"]).all()
+    assert (forecasts["ts"] > forecasts["made_at"]).all() and set(forecasts["level"]) == {0.8}
+    published = asyncio.run(_replayed(bus, "stream:sensors:forecasts"))
+    assert published > 0
+
+
+async def _replayed(bus, topic):
+    return len(bus.replay(topic))
