@@ -34,6 +34,7 @@ import tornado.web
 from pydantic import BaseModel, ValidationError
 
 from .._registry import Registry
+from ..config import redact
 from ..engine._manager import NAME_PATTERN
 from ._auth import Principal
 from ._errors import ApiError, from_validation
@@ -222,6 +223,8 @@ class ApiHandler(Authorizing, tornado.web.RequestHandler):
             body = {"error": word, "detail": exc.reason or self._reason, "field": None}
         else:
             body = {"error": "internal", "detail": "internal error; see the gateway log", "field": None}
+        if isinstance(body.get("detail"), str):
+            body["detail"] = redact(body["detail"])  # a store error may quote its DSN
         self._error_detail = body["detail"]
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(body))

@@ -14,7 +14,7 @@ from . import _models as m
 from ._base import ApiHandler, check_name, operation, route
 from ._errors import ApiError
 from ._frames import columns, dumps, to_arrow, to_csv
-from ._ingest import MAX_ERRORS, BoundedBody, parse_records, unreadable_dead_letters
+from ._ingest import MAX_ERRORS, BoundedBody, parse_records
 
 _PUSH = {"state": "push", "source": "http", "rate": 0.0, "lag": None, "records_in": 0, "records_out": 0,
          "dead_letters": 0, "errors": 0, "last_error": None}
@@ -182,19 +182,17 @@ class RecordsHandler(ApiHandler):
         body = self._body.finish()
         ndjson = self._ctype in _NDJSON
         raw, index, errors = parse_records(body, ndjson)
-        good, dead, errors = services.ingest.validate(name, raw, index, errors)
-        dead = pd.concat([dead, unreadable_dead_letters(name, errors)], ignore_index=True) \
-            if any(e["error"] in ("bad_json", "not_an_object") for e in errors) else dead
-        written = 0
-        if len(good):
-            written = await self.blocking(services.store.write, good)
+        # concurrent requests to this stream share one validation and one store transaction (see
+        # _coalesce); this one is answered once its own rows are committed
+        result = await services.coalescer.submit(name, raw, index, errors)
+        good = result.pop("good", None)
+        if good is not None and len(good):
             services.bus.publish_nowait(f"stream:{name}:points", good)
-        if len(dead):
-            await self.blocking(services.store.append, "dead_letters", dead)
-        services.metrics.records.labels("accepted").inc(len(good))
-        services.metrics.records.labels("rejected").inc(len(errors))
-        self.send({"accepted": len(good), "rejected": len(errors), "written": int(written),
-                   "errors": errors[:MAX_ERRORS]})
+        services.metrics.records.labels("accepted").inc(result["accepted"])
+        services.metrics.records.labels("rejected").inc(result["rejected"])
+        errors = result["errors"]
+        self.send({"accepted": result["accepted"], "rejected": result["rejected"],
+                   "written": result["written"], "errors": errors[:MAX_ERRORS]})
 
     async def prepare(self) -> None:
         await self.authorize()

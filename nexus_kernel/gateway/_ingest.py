@@ -149,10 +149,29 @@ def _arrow_ndjson(body: bytes) -> pd.DataFrame | None:
         nested = pa.types.is_struct(column.type) or pa.types.is_list(column.type)
         if nested and name != "attrs":
             return None  # nested values outside attrs: the slow path reports them per record
+    table = _arrow_times(table)
     frame = table.to_pandas()
     if "attrs" in frame.columns and frame["attrs"].dtype == object:
         frame["attrs"] = frame["attrs"].map(lambda v: json.dumps(v) if isinstance(v, dict) else v)
     return frame
+
+
+_UTC_NS = pa.timestamp("ns", tz="UTC")
+
+
+def _arrow_times(table: pa.Table) -> pa.Table:
+    """ISO-8601 event times parsed in Arrow (C++), so the validator gets times and skips its parser.
+
+    All or nothing: if any value does not cast (no zone, another format, a number, out of the ns range),
+    the column stays text and the validator parses it, reporting each bad value with its index.
+    """
+    if "ts" not in table.column_names or not pa.types.is_string(table.schema.field("ts").type):
+        return table
+    try:
+        times = table.column("ts").cast(_UTC_NS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return table
+    return table.set_column(table.column_names.index("ts"), "ts", times)
 
 
 class _IndexedValidator(Validator):
@@ -180,25 +199,37 @@ class StreamIngest:
             validator = self._validators[stream] = _IndexedValidator(schema)
         return validator
 
-    def validate(self, stream: str, raw: pd.DataFrame, index: np.ndarray,
-                 errors: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
-        """Good batch, dead letters, and every per-record error sorted by index."""
-        if raw.empty:
-            return raw, empty_dead_letters(), errors
+    def screen(self, stream: str, raw: pd.DataFrame, index: np.ndarray,
+               errors: list[dict[str, Any]]) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, Any]]]:
+        """Refuse records naming another stream (``stream_mismatch``); the rest without a stream column."""
         if "stream" in raw.columns:
-            other = raw["stream"].notna() & (raw["stream"].astype(str) != stream)
+            other = (raw["stream"].notna() & (raw["stream"].astype(str) != stream)).to_numpy()
             if other.any():
-                for i in index[other.to_numpy()]:
+                for i in index[other]:
                     errors.append({"index": int(i), "error": "stream_mismatch",
                                    "detail": f"record names another stream than '{stream}'"})
-                raw, index = raw.loc[~other.to_numpy()].reset_index(drop=True), index[~other.to_numpy()]
+                raw, index = raw.loc[~other].reset_index(drop=True), index[~other]
             raw = raw.drop(columns="stream")
+        return raw, index, errors
+
+    def validate_raw(self, stream: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """Good batch, dead letters (in input order), and which input rows died."""
+        if raw.empty:
+            return raw, empty_dead_letters(), np.zeros(len(raw), dtype=bool)
         validator = self.validator(stream)
         validator.last_dead = None
         good, dead = validator(raw)
-        if len(dead) and validator.last_dead is not None:
-            for i, reason, detail in zip(index[validator.last_dead], dead["reason"], dead["detail"]):
-                errors.append({"index": int(i), "error": str(reason), "detail": str(detail)})
+        mask = validator.last_dead if len(dead) and validator.last_dead is not None \
+            else np.zeros(len(raw), dtype=bool)
+        return good, dead, mask
+
+    def validate(self, stream: str, raw: pd.DataFrame, index: np.ndarray,
+                 errors: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+        """Good batch, dead letters, and every per-record error sorted by index (one request alone)."""
+        raw, index, errors = self.screen(stream, raw, index, errors)
+        good, dead, mask = self.validate_raw(stream, raw)
+        for i, reason, detail in zip(index[mask], dead["reason"], dead["detail"]):
+            errors.append({"index": int(i), "error": str(reason), "detail": str(detail)})
         errors.sort(key=lambda e: e["index"])
         return good, dead, errors
 

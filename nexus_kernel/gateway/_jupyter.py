@@ -4,7 +4,7 @@ A request is authenticated by the Jupyter server's identity provider (its token 
 user gets the role ``c.NexusExtension.role`` (default ``analyst``) — it is their own server. Cookie
 requests that write still need Jupyter's XSRF token (see ``ApiHandler.check_xsrf_cookie``).
 
-Caveat: checked by hand against a real ``jupyter-server`` (see the gateway report), not yet by a test.
+Tested against a real ``jupyter server`` process in ``tests/gateway/test_jupyter.py``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ async def _jupyter_user(handler: Any) -> Principal:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    from ._server import Services, handlers
+    from ._server import Services, handlers, install_redaction
 
+    install_redaction()
     settings = load_settings()
     services = Services.create(settings, external_auth=_jupyter_user)
     base = serverapp.web_app.settings.get("base_url", "/")

@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 SPAN = r"^ *\d+(\.\d+)? *(ns|us|ms|s|sec|min|m|h|d|D|w|W) *$"
 
+
+def _positive_span(value: str | None) -> str | None:
+    """A span the store accepts: the pattern lets "0s" through, the store would not."""
+    if value is not None:
+        from ..storage import parse_span
+
+        parse_span(value)  # raises ValueError → a 422 naming the field
+    return value
+
 Role = Literal["viewer", "analyst", "admin"]
 
 
@@ -107,6 +116,8 @@ class QueryParams(Strict):
     end: str | None = Field(None, max_length=64, description="Exclusive end time (ISO 8601).")
     last: str | None = Field(None, pattern=SPAN, description="From now minus this span, e.g. '6h'.")
     every: str | None = Field(None, pattern=SPAN, description="Bucket width, e.g. '5min'.")
+
+    _spans = field_validator("last", "every")(_positive_span)
     agg: list[Literal["mean", "min", "max", "count", "last", "sum"]] = Field(
         default_factory=lambda: ["mean"], description="Comma-separated aggregates (with every).")
     field: str | None = Field(None, max_length=128)
@@ -136,6 +147,8 @@ class ModelParams(Strict):
 class DetectRequest(Strict):
     detector: str = Field("ensemble", pattern=r"^[a-z][a-z0-9_]{0,39}$")
     last: str = Field("1h", pattern=SPAN)
+
+    _spans = field_validator("last")(_positive_span)
     series: list[str] | None = Field(None, max_length=1000)
     field: str | None = Field(None, max_length=128)
     save: bool = Field(True, description="Append the anomalies found to the store.")

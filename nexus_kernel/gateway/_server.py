@@ -33,11 +33,12 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ..config import Settings
+from ..config import Settings, redact
 from . import _handlers, _live  # noqa: F401  (register their routes)
 from ._audit import AuditLog
 from ._auth import Authenticator, Principal, mint_token
 from ._base import NotFoundHandler, routes, tornado_pattern
+from ._coalesce import IngestCoalescer
 from ._ingest import StreamIngest
 from ._keys import KeyStore
 from ._live import LiveHub
@@ -72,6 +73,7 @@ class Services:
         self.limiter = self.limiter or open_limiter(self.settings)
         self.authenticator = Authenticator(self.settings, self.keys)
         self.ingest = StreamIngest(self.settings)
+        self.coalescer = IngestCoalescer(self.ingest, self.store)
         self.hub = LiveHub(self)
 
     @classmethod
@@ -109,6 +111,32 @@ class Services:
             self.bus.close()
         if "store" in self.owned:
             self.store.close()
+
+
+class RedactFilter(logging.Filter):
+    """Masks DSN passwords in a record's message and traceback (a driver error may quote its DSN)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_REDACT = RedactFilter()
+_LOGGERS = ("nexus_kernel", "nexus_kernel.gateway", "nexus_kernel.gateway.live", "tornado.access",
+            "tornado.application", "tornado.general", "asyncio")
+
+
+def install_redaction() -> None:
+    """Put the filter on the loggers the gateway's code paths write to (idempotent)."""
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
 
 
 _SECRET_QUERY = re.compile(r"([?&](?:token|key|api_key|access_token)=)[^&]*", re.I)
@@ -165,6 +193,7 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
 
 async def start_gateway(settings: Settings, services: Services | None = None) -> Gateway:
     """Serve the gateway on ``settings.host:settings.port`` (0 = any free port), HTTPS when configured."""
+    install_redaction()
     services = services or Services.create(settings)
     app = make_app(services)
     tls = _tls(settings)

@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import sys
 import traceback
 import uuid
@@ -35,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import Settings, load_settings
+from ..config import Settings, load_settings, redact
 
 __all__ = ["run_notebook", "scheduled_run", "ensure_kernelspec", "flush_pending", "read_history", "KERNEL"]
 
@@ -62,9 +63,17 @@ def ensure_kernelspec(name: str = KERNEL) -> str:
 
 
 def _store_param(settings: Settings) -> str:
-    # The kernel is another process: give it an absolute store address, not one relative to our home.
+    """The store address a job's kernel gets as a notebook parameter.
+
+    The kernel is another process, so it gets an absolute address, not one relative to our home. A DSN
+    with a password never becomes a parameter (parameters are saved in the output notebook): the
+    kernel, which inherits this process's environment, reads it from ``NEXUS_STORE`` instead.
+    """
     if settings.store == "duckdb":
         return f"duckdb://{(Path(settings.home) / 'nexus.duckdb').resolve()}"
+    if redact(settings.store) != settings.store:
+        os.environ["NEXUS_STORE"] = settings.store
+        return ""
     return settings.store
 
 

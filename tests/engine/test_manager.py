@@ -26,7 +26,9 @@ def test_lifecycle_and_every_refusal(settings):
         m.start("plant")
     with pytest.raises(StreamStateError, match="cannot delete"):
         m.delete("plant")
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while m.pipelines["plant"].records_in == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert m.pipelines["plant"].records_in > 0
     assert m.pause("plant") == "paused"
     assert m.status("plant")["state"] == "paused"
@@ -66,7 +68,9 @@ def test_registry_survives_a_restart_and_restores_running_streams(settings):
     second = StreamManager(settings)
     assert {k: v["state"] for k, v in second.streams().items()} == {"a": "running", "b": "paused", "c": "created"}
     assert sorted(second.restore()) == ["a", "b"]
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while second.pipelines["a"].records_in == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert second.pipelines["a"].state == "running" and second.pipelines["a"].records_in > 0
     assert second.pipelines["b"].state == "paused"
     assert "c" not in second.pipelines

@@ -86,7 +86,9 @@ def test_lifecycle_start_pause_resume_stop_and_refusals(settings):
     assert pipe.records_in == paused_at, "a paused pipeline must not take records"
     assert pipe.status()["state"] == "paused"
     pipe.resume()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while pipe.records_in == paused_at and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert pipe.records_in > paused_at
     pipe.stop()
     assert pipe.state == "stopped"

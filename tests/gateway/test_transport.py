@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from nexus_kernel.client import NexusError, connect
+from nexus_kernel.config import load_settings
 from nexus_kernel.gateway import mint_token
 
 
@@ -134,3 +136,36 @@ def test_secrets_never_in_logs_errors_or_metrics(serve_with, caplog, tmp_path):
         everything = "\n".join(texts)
         for needle in (secret, token, key, key.split("_", 2)[2]):
             assert needle not in everything
+
+
+def test_dsn_password_never_in_reprs_errors_logs_or_answers(serve_with, caplog, pg_dsn):
+    from nexus_kernel.config import SettingsError, redact
+
+    password = "pw-" + uuid.uuid4().hex  # trust auth ignores it: the store really connects with it
+    dsn = pg_dsn.replace("postgresql://postgres@", f"postgresql://postgres:{password}@", 1)
+    assert password in dsn
+    texts = []
+    try:
+        load_settings(store=dsn.replace("postgresql://", "mysql://", 1))
+    except SettingsError as exc:
+        texts.append(str(exc))
+    else:
+        raise AssertionError("a mysql:// store must be refused")
+    caplog.set_level("DEBUG")
+    with serve_with(store=dsn, redis_url=None) as g:
+        assert g.settings.store == dsn  # the value itself stays usable
+        texts += [repr(g.settings), str(g.settings), repr(g.services.store)]
+        token = g.token("admin")
+        auth = {"Authorization": f"Bearer {token}"}
+        texts.append(httpx.post(g.url + "/api/streams/pumps/records", json=[{"series": "a", "ts": "never"}],
+                                headers=auth).text)
+        for path in ("/readyz", "/healthz", "/metrics", "/api/streams", "/api/streams/pumps/query?every=bad",
+                     "/api/audit", "/nope"):
+            texts.append(httpx.get(g.url + path, headers=auth).text)
+        logging.getLogger("nexus_kernel.gateway").error("store %s failed", dsn)  # what a careless caller logs
+        texts += [r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+        texts.append((g.settings.home / "audit.jsonl").read_text())
+    everything = "\n".join(texts)
+    assert "postgres:***@" in everything  # the redacted form did show up: the checks above saw the DSN
+    assert password not in everything
+    assert redact(f"host=db password={password} dbname=x") == "host=db password=*** dbname=x"
