@@ -15,8 +15,8 @@ Caveats: the ten pages share one Chromium on a 2-core machine, so browser render
 server for CPU; figures are an upper bound of what a real viewer on another machine sees. The Chromium
 processes' CPU is measured separately (psutil, all of the browser's processes) to show that share.
 
-The data itself arrives at most 5 times a second (the simulator paces its batches in 0.2 s steps,
-whatever ``batch_interval``), and the monitor can only send what arrives: the feed numbers its ticks, the
+The data itself arrives at most 10 times a second (the simulator paces its batches in 0.1 s steps and
+the pipeline's micro-batch interval is 0.1 s), and the monitor can only send what arrives: the feed numbers its ticks, the
 clock carries that number, and the rows "feed updates/s available" (the ceiling) and "share of feed
 updates received" separate a slow delivery from a slow source.
 
@@ -236,7 +236,7 @@ def run(quick: bool = False) -> list[dict]:
     if not os.path.exists(CHROMIUM):
         raise RuntimeError(f"{CHROMIUM} is required (apt-get install -y chromium)")
     sessions, seconds = 10, (20.0 if quick else 600.0)
-    params = {"sessions": sessions, "stream": "20 series, 200 rec/s (simulator: at most 5 batches/s), batch_interval 0.1 s", "period_ms": 100}
+    params = {"sessions": sessions, "stream": "20 series, 200 rec/s (simulator: 10 batches/s), batch_interval 0.1 s", "period_ms": 100}
     rows: list[dict] = []
     port = _free_port()
     server = _serve(port)

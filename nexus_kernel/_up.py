@@ -74,7 +74,9 @@ def default_pipeline(settings: Settings) -> Pipeline:
         series=settings.sim_series, freq=str(freq), rate=settings.sim_rate, seed=settings.sim_seed,
         anomaly_rate=6.0, bad_rate=0.002, stream=DEFAULT_STREAM,
     )
+    # a live view wants several small batches a second rather than one large one
     return (Pipeline.from_source(source, name=DEFAULT_STREAM, settings=settings)
+            .batch(interval=min(settings.batch_interval, 0.1))
             .validate()
             .store()
             .cache()

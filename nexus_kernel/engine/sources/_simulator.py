@@ -82,6 +82,10 @@ class Simulator(Source):
         Event time of the first tick (default: now, rounded down to ``freq``).
     limit
         Stop after this many records (``None``: never).
+    stream
+        Stream name written into the source's spec (the pipeline's name wins).
+    pace
+        With ``rate`` set, seconds of wall time between batches (smaller: smoother, more batches).
     """
 
     kind = "simulator"
@@ -98,12 +102,16 @@ class Simulator(Source):
         start: str | pd.Timestamp | None = None,
         limit: int | None = None,
         stream: str = "sensors",
+        pace: float = 0.1,
     ) -> None:
         super().__init__(
             series=series, freq=freq, rate=rate, batch_size=batch_size, seed=seed,
             anomaly_rate=anomaly_rate, bad_rate=bad_rate,
-            start=None if start is None else str(start), limit=limit, stream=stream,
+            start=None if start is None else str(start), limit=limit, stream=stream, pace=pace,
         )
+        if pace <= 0:
+            raise ValueError("pace must be positive")
+        self.pace = float(pace)
         if series <= 0:
             raise ValueError("series must be positive")
         self.n = int(series)
@@ -254,7 +262,7 @@ class Simulator(Source):
                 ticks = min(ticks, -(-(self.limit - produced) // self.n))
             if self.rate:
                 # pace: at most one batch per interval, sized to the rate
-                ticks = max(1, min(ticks, int(self.rate * 0.2) // self.n or 1))
+                ticks = max(1, min(ticks, int(self.rate * self.pace) // self.n or 1))
                 due = started + (produced + ticks * self.n) / self.rate
                 delay = due - time.monotonic()
                 if delay > 0:
