@@ -16,10 +16,11 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 
-# An editable install does not place data files, so the Jupyter server extension is enabled explicitly;
-# notebooks and papermill jobs run on a kernel whose spec lives in the venv.
+# An editable install does not place data files, so the Jupyter server extension's config is put where a
+# regular install puts it; notebooks and papermill jobs run on a kernel whose spec lives in the venv.
 define POST_INSTALL
-	$(BIN)/jupyter server extension enable nexus_kernel --sys-prefix >/dev/null
+	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	cp extensions/jupyter-config/jupyter_server_config.d/nexus_kernel.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	$(BIN)/python -m ipykernel install --sys-prefix --name nexus --display-name "Nexus (venv)" >/dev/null
 endef
 
