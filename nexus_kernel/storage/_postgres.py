@@ -218,15 +218,33 @@ class PostgresStore(BaseStore):
         payload += encoder.finish()
         with self._conn() as conn:
             cur = conn.cursor()
-            with cur.copy("COPY nexus_stage FROM STDIN (FORMAT BINARY)") as copy:
-                copy.write(payload)
-            cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM nexus_stage ON CONFLICT DO NOTHING").format(
-                self._t("points")))
-            inserted = cur.rowcount
-            if self._rollups and inserted:
-                cur.execute(sql.SQL("INSERT INTO {} SELECT DISTINCT stream, date_bin('1 hour', ts, %s) FROM nexus_stage "
-                                    "ON CONFLICT DO NOTHING").format(self._t("rollup_dirty")), (ORIGIN.to_pydatetime(),))
+            try:  # new rows, the usual case: COPY straight into the table, as fast as a raw copy
+                with conn.transaction():
+                    with cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(self._t("points"))) as copy:
+                        copy.write(payload)
+                inserted = table.num_rows
+                if self._rollups:
+                    self._mark_dirty(cur, rows)
+            except psycopg.errors.UniqueViolation:  # some keys are stored already: merge through staging
+                with cur.copy("COPY nexus_stage FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(payload)
+                cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM nexus_stage ON CONFLICT DO NOTHING").format(
+                    self._t("points")))
+                inserted = cur.rowcount
+                if self._rollups and inserted:
+                    cur.execute(sql.SQL("INSERT INTO {} SELECT DISTINCT stream, date_bin('1 hour', ts, %s) "
+                                        "FROM nexus_stage ON CONFLICT DO NOTHING").format(self._t("rollup_dirty")),
+                                (ORIGIN.to_pydatetime(),))
         return int(inserted)
+
+    def _mark_dirty(self, cur: Any, rows: pd.DataFrame) -> None:
+        """Queue the (stream, hour) pairs a write touched for the incremental rollup refresh."""
+        hour = 3_600_000_000_000
+        ns = rows["ts"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view("int64") - ORIGIN.value
+        buckets = pd.DataFrame({"stream": rows["stream"].astype(str).to_numpy(),
+                                "hour": ns - np.mod(ns, hour) + ORIGIN.value}).drop_duplicates()
+        cur.executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(self._t("rollup_dirty")),
+                        [(s, pd.Timestamp(h, tz="UTC").to_pydatetime()) for s, h in zip(buckets["stream"], buckets["hour"])])
 
     def _where(self, q: Query, time: str = "ts", start: pd.Timestamp | None = None,
                end: pd.Timestamp | None = None) -> tuple[Any, list[Any]]:
