@@ -22,7 +22,7 @@ import ssl
 
 import httpx
 
-from ._core import Call, Endpoints, _Retryable, retry_policy
+from ._core import Call, Endpoints, retry_policy
 from ._live import LiveSource, Subscription
 
 __all__ = ["Client", "AsyncClient", "connect"]

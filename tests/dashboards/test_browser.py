@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from .dash_helpers import CHROMIUM_ARGS, DRAWN_JS, ROOT, GatewayThread
 
