@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._source import STATUS_COLUMNS, _Live, _points, _tail, _updates
+from ._source import STATUS_COLUMNS, _Live, _points, _tail, _updates, wait_for_points
 
 __all__ = ["RemoteSource"]
 
@@ -142,12 +141,7 @@ class RemoteSource:
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Block until some stream has buffered points."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(live.series for live in self._live.values()):
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for_points(self._live, timeout)
 
     # -- MonitorSource ---------------------------------------------------------------------------
 

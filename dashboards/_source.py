@@ -104,6 +104,16 @@ class _Live:
         return [f for _, _, f in fresh], newest, (fresh[-1][1] if fresh else None)
 
 
+def wait_for_points(live: dict[str, Any], timeout: float) -> bool:
+    """True once some stream's live buffer holds a series, False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(buffer.series for buffer in live.values()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class EmbeddedSource:
     """A ``MonitorSource`` over the pipelines of this process.
 
@@ -186,12 +196,7 @@ class EmbeddedSource:
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Block until some stream has buffered points (a page built then opens with its series chosen)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(live.series for live in self._live.values()):
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for_points(self._live, timeout)
 
     # -- feeding ---------------------------------------------------------------------------------
 

@@ -173,6 +173,11 @@ class BaseForecaster:
         return self._state is not None
 
     @property
+    def season_length(self) -> int | None:
+        """Points per season of the fitted model (None: no season, or not fitted yet)."""
+        return (getattr(self._state, "m", 0) or None) if self._state is not None else None
+
+    @property
     def n_points(self) -> int:
         """Grid points learned so far."""
         return self._last_slot + 1

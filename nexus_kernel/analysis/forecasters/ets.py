@@ -235,11 +235,6 @@ class HoltWinters(BaseForecaster):
         self.max_season = int(max_season)
 
     @property
-    def season_length(self) -> int | None:
-        """Points per season of the fitted model (None: no season, or not fitted yet)."""
-        return (self._state.m or None) if self._state is not None else None
-
-    @property
     def features(self) -> list[str]:
         """Inputs of the fitted model (its state components)."""
         s = self._state

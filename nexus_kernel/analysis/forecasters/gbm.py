@@ -135,10 +135,6 @@ class GradientBoosting(BaseForecaster):
         self.max_season = int(max_season)
 
     @property
-    def season_length(self) -> int | None:
-        return (self._state.m or None) if self._state is not None else None
-
-    @property
     def features(self) -> list[str]:
         """Inputs of the fitted model, in column order."""
         s = self._state
