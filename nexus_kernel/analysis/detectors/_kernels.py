@@ -15,7 +15,8 @@ EPS = 1e-9
 
 
 @njit(cache=True)
-def sorted_insert(srt, c, v):
+def _lower_bound(srt, c, v):
+    """First index of srt[:c] (sorted) whose value is not below v."""
     lo, hi = 0, c
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -23,6 +24,12 @@ def sorted_insert(srt, c, v):
             lo = mid + 1
         else:
             hi = mid
+    return lo
+
+
+@njit(cache=True)
+def sorted_insert(srt, c, v):
+    lo = _lower_bound(srt, c, v)
     for j in range(c, lo, -1):
         srt[j] = srt[j - 1]
     srt[lo] = v
@@ -30,13 +37,7 @@ def sorted_insert(srt, c, v):
 
 @njit(cache=True)
 def sorted_remove(srt, c, v):
-    lo, hi = 0, c
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if srt[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = _lower_bound(srt, c, v)
     for j in range(lo, c - 1):
         srt[j] = srt[j + 1]
 
