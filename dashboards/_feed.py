@@ -5,24 +5,31 @@ and re-rendered the status table, the anomaly feed and the job runs — ten view
 The feed does each of those once and keeps the results; a session only concatenates the arrays of *its*
 series and hands them to ``ColumnDataSource.stream``.
 
-* :meth:`Feed.poll` reads ``source.updates`` for all series at most every ``min_interval`` seconds
-  (whichever session ticks first does it; the others reuse it) and appends a :class:`Tick`: per series,
-  epoch-ms ``x`` and ``y`` arrays (at most ``chunk_points`` per series, LTTB), and the newest value.
+* :meth:`Feed.poll` reads ``source.updates`` for all series (whichever session asks first does it; the
+  others reuse it) and appends a :class:`Tick`: per series, epoch-ms ``x`` and ``y`` arrays (at most
+  ``chunk_points`` per series, LTTB), and the newest value. A source that tells its ``cursor`` is read
+  only when it holds something new; one that does not is read at most every ``min_interval`` seconds.
+* **Push**: a source with ``add_listener`` (the embedded one) calls the feed as each batch arrives, and
+  the feed wakes every page subscribed to that stream (:meth:`Feed.subscribe`) — a page is sent a batch
+  when it arrives, not when its next poll comes round. Pages still poll, slowly, for the slow panels.
 * :meth:`Feed.slow` refreshes the panels that change slowly (status table, anomaly feed, job runs,
   forecasts) once per ``slow_every`` seconds, rendered once to HTML, with a ``version`` that sessions
   compare so an unchanged panel is never re-sent.
 
 Caveats: ticks are kept for ``keep`` polls (10 s at 0.05 s); a session that falls further behind redraws
 from the live snapshot. Not thread-safe: every session of a Panel server, and a Voila kernel, run on one
-event loop, which is the only caller.
+event loop, which is the only caller — except the source's listener (``_arrived``), which runs on the
+pipeline's thread and only calls the pages' wakers, which schedule work on the server's loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +111,23 @@ class Feed:
         self.keep = keep
         self.polls = 0
         self._streams: dict[str, _StreamFeed] = {}
+        self._wakers: list[Callable[[str], None]] = []
+        self.pushes = hasattr(source, "add_listener")
+        if self.pushes:
+            source.add_listener(self._arrived)
+
+    def subscribe(self, waker: Callable[[str], None]) -> None:
+        """Call ``waker(stream)`` when a batch of ``stream`` arrives (on the pipeline's thread: schedule
+        the work, return at once). Only for a source that pushes (``self.pushes``)."""
+        self._wakers.append(waker)
+
+    def unsubscribe(self, waker: Callable[[str], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._wakers.remove(waker)
+
+    def _arrived(self, stream: str) -> None:
+        for waker in list(self._wakers):
+            waker(stream)
 
     def _state(self, stream: str) -> _StreamFeed:
         state = self._streams.get(stream)
@@ -112,12 +136,17 @@ class Feed:
         return state
 
     def poll(self, stream: str) -> None:
-        """Read what arrived since the last poll (at most once per ``min_interval``) into a :class:`Tick`."""
+        """Read what arrived since the last poll into a :class:`Tick` (see the module docstring for when)."""
         state = self._state(stream)
-        now = time.monotonic()
-        if now - state.last_poll < self.min_interval:
-            return
-        state.last_poll = now
+        newest = getattr(self.source, "cursor", None)
+        if newest is not None:
+            if newest(stream) == state.cursor:
+                return
+        else:
+            now = time.monotonic()
+            if now - state.last_poll < self.min_interval:
+                return
+            state.last_poll = now
         frame, state.cursor, received = self.source.updates(stream, None, state.cursor)
         self.polls += 1
         if not len(frame):

@@ -20,12 +20,13 @@ the last minutes of a fast stream; older points come from the store (history mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
@@ -169,6 +170,7 @@ class EmbeddedSource:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexus-monitor-forecast")
         self.errors = 0
         self._tapped: set[int] = set()
+        self._listeners: list[Callable[[str], None]] = []
         for name, pipe in list(manager.pipelines.items()):
             self.watch(name, pipe)
 
@@ -217,6 +219,23 @@ class EmbeddedSource:
             self._analyze_steps.pop(name, None)
         node.sink(lambda batch, _name=name: self._on_batch(_name, batch))
 
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(stream)`` each time a batch enters a live buffer (on the pipeline's thread).
+
+        This is what lets a page be *pushed* a batch as it arrives instead of polling for it; a listener
+        must return at once (schedule its work) and never raise into the pipeline.
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[str], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def cursor(self, stream: str) -> int:
+        """Id of the newest batch buffered for ``stream`` (what :meth:`updates` returns as the new cursor)."""
+        live = self._live.get(stream)
+        return live.next_id - 1 if live is not None else 0
+
     def anomaly_source(self, stream: str) -> str:
         """Where the feed of ``stream`` comes from: bus, step, store or monitor (see the class doc)."""
         if stream in self._analyze_steps:
@@ -232,6 +251,12 @@ class EmbeddedSource:
             frame = pd.DataFrame({"ts": batch["ts"].to_numpy(), "series": batch["series"].astype(str).to_numpy(),
                                   "value": batch["value"].to_numpy(dtype=np.float64)})
             self._live[name].add(frame)
+            for listener in list(self._listeners):
+                try:
+                    listener(name)
+                except Exception:  # noqa: BLE001 - a page's failure never reaches the pipeline
+                    self.errors += 1
+                    log.exception("monitor listener failed on stream %s", name)
             if name in self._analyze_steps:
                 return  # the pipeline scores its own batches: nothing to do twice
             self._pending[name].append(batch)

@@ -74,10 +74,18 @@ class Monitor:
 
     def __init__(self, source: MonitorSource, stream: str | None = None, can_control: bool = True,
                  period_ms: int = 100, max_points: int = 2000, chunk_points: int = 50, option_limit: int = 50,
-                 resync_for: float = 0.0, feed: Feed | None = None) -> None:
+                 resync_for: float = 0.0, feed: Feed | None = None, push_interval: float = 0.15,
+                 text_every: float = 0.5) -> None:
         self.source = source
         self.feed = feed or feed_for(source, chunk_points=chunk_points)
         self.period_ms = period_ms
+        # A browser re-renders the plot on every update: ten pages at the stream's full batch rate cost
+        # the browsers more CPU than the server. Pushes are at most every ``push_interval`` s (batches
+        # arriving meanwhile join the next one) and the latest-values text changes at most every
+        # ``text_every`` s (faster than anyone reads it).
+        self.push_interval = push_interval
+        self.text_every = text_every
+        self._text_at = 0.0
         self.max_points = max_points
         self.resync_until = time.monotonic() + resync_for
         self.errors = 0
@@ -87,6 +95,12 @@ class Monitor:
         self._marks_seen = (-1, ())
         self._latest_html = ""
         self._callbacks: list[Any] = []
+        self._doc: Any = None
+        self._wake_pending = False
+        self._last_push = 0.0
+        self._resending = False
+        self._ready = True  # until start(): a page driven by hand (tests, notebooks) ticks at once
+        self.pushes = 0
         streams = source.streams()
         names = list(streams["name"]) if len(streams) else []
         self.stream = pn.widgets.Select(name="Stream", options=names or [""], value=stream or (names[0] if names else ""),
@@ -166,7 +180,8 @@ class Monitor:
         self.picker.value = known[:2]
 
     def _on_pick(self, event: Any) -> None:
-        self.redraw()
+        if not self._resending:  # a re-send of the same choice (see _resync) changes nothing to draw
+            self.redraw()
 
     def _on_control(self, event: Any) -> None:
         if event.new is None:
@@ -211,9 +226,11 @@ class Monitor:
 
         Every change of one tick leaves in ONE websocket message (``pn.io.hold``): unheld, each streamed
         line, the latest-values text and the clock patch were a message (and a browser-side update) each.
-        Most ticks find nothing new (data arrives at ~5 batches/s, ticks run at 10/s per viewer): those
-        return before taking the hold.
+        A poll that finds nothing new (most of them, when batches are pushed) returns before taking the
+        hold.
         """
+        if not self._ready:
+            return
         stream = self.stream.value
         if stream and self.range.value == "live" and time.monotonic() >= self.resync_until:
             self.feed.poll(stream)
@@ -251,7 +268,8 @@ class Monitor:
                     self.lines[i].stream({"x": x, "y": y}, rollover=self.max_points)
         last = ticks[-1]
         shown = [(k, last.latest[k]) for k in chosen if k in last.latest]
-        if shown:
+        if shown and time.monotonic() - self._text_at >= self.text_every:
+            self._text_at = time.monotonic()
             newest = max(v[0] for _, v in shown)
             text = ("<b>latest</b> " + " · ".join(
                 f"{html.escape(k)}=<span class='nexus-value'>{v[1]:.3f}</span>" for k, v in shown)
@@ -310,6 +328,16 @@ class Monitor:
         for i, src in enumerate(self.lines):
             rows = frame[frame["series"] == chosen[i]] if i < len(chosen) else frame.iloc[:0]
             src.data = {"x": _ms(rows["ts"]), "y": rows["value"].to_numpy(dtype=np.float64)}
+        # The picker was seen empty in Voila while its series were drawn: its options and choice were
+        # set before the browser attached (lost), and setting the same values again sends nothing (the
+        # model already holds them). Clearing and restoring them does reach the browser.
+        options, value = list(self.picker.options), list(self.picker.value)
+        self._resending = True
+        try:
+            self.picker.param.update(value=[], options=[])
+            self.picker.param.update(options=options, value=value)
+        finally:
+            self._resending = False
 
     def _draw_marks(self, anomalies: pd.DataFrame | None) -> None:
         """Anomaly markers (at the plotted value of their series) and change-point lines for chosen series."""
@@ -365,8 +393,25 @@ class Monitor:
         return run
 
     def start(self) -> "Monitor":
-        """Start polling (call inside the session that shows the page)."""
-        cb = pn.state.add_periodic_callback(self.guarded(self.tick), period=self.period_ms, start=False)
+        """Start updating (call inside the session that shows the page).
+
+        On a Bokeh/Panel server session over a source that pushes, each arriving batch wakes the page at
+        once (at most every ``push_interval`` s) and the periodic callback only refreshes the slow
+        panels; otherwise (Voila, a remote source) the periodic callback polls every ``period_ms``.
+        """
+        self._ready = False
+        doc = pn.state.curdoc
+        push = self.feed.pushes and doc is not None and getattr(doc, "session_context", None) is not None
+        period = max(self.period_ms, 250) if push else self.period_ms
+        if push:
+            self._doc = doc
+            doc.on_session_destroyed(lambda _context: self.stop())
+        # Nothing is sent until the browser has rendered the page: Panel drops the changes a server
+        # session makes between sending the document and the browser's "ready" (it expects to resend
+        # the whole document, which has already happened), and the page showed a hole in its lines where
+        # those updates went. The first update after it sends everything since the snapshot.
+        pn.state.onload(self._on_ready)
+        cb = pn.state.add_periodic_callback(self.guarded(self.tick), period=period, start=False)
         # a "background" callback skips Panel's global busy counter: otherwise every tick of every viewer
         # sets ``pn.state.busy`` twice and runs its watchers — measurable work at 10 viewers x 10 ticks/s
         cb._background = True
@@ -374,7 +419,40 @@ class Monitor:
         self._callbacks.append(cb)
         return self
 
+    def _on_ready(self) -> None:
+        self._ready = True
+        if self._doc is not None:
+            self.feed.subscribe(self._wake)
+
+    def _wake(self, stream: str) -> None:
+        """A batch of ``stream`` arrived (pipeline thread): schedule a push on this page's session."""
+        if self._wake_pending or self._doc is None or stream != self.stream.value:
+            return
+        self._wake_pending = True
+        try:
+            self._doc.add_next_tick_callback(self._push)  # the one thread-safe Document method
+        except Exception:  # noqa: BLE001 - the session is gone: stop listening
+            self._wake_pending = False
+            self.stop()
+
+    def _push(self) -> None:
+        if self._doc is None:  # stopped meanwhile
+            return
+        wait = self._last_push + self.push_interval - time.monotonic()
+        if wait > 0:  # at most one push per push_interval: batches arriving meanwhile join the next one
+            self._doc.add_timeout_callback(self._push, wait * 1000.0)
+            return
+        self._wake_pending = False
+        self._last_push = time.monotonic()
+        self.pushes += 1
+        from panel.io.state import set_curdoc
+
+        with set_curdoc(self._doc):
+            self.guarded(self.tick)()
+
     def stop(self) -> None:
+        self.feed.unsubscribe(self._wake)
+        self._doc = None
         for cb in self._callbacks:
             cb.stop()
         self._callbacks.clear()
@@ -412,8 +490,10 @@ async def start_monitor(settings: Any, source: MonitorSource, port: int | None =
         return build_monitor(source, can_control=can_control, **options)
 
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    # A closed page's session (and its subscription to pushed batches) ends ~5 s after its socket closes.
+    # The keyword names are Bokeh's: the shorter CLI spellings were once passed here and silently ignored.
     server = pn.serve({"monitor": page}, port=port, address=address, websocket_origin=origins, show=False,
                       start=False, threaded=False, loop=IOLoop.current(), title="Nexus monitor",
-                      check_unused_sessions=1000, unused_session_lifetime=5000)
+                      check_unused_sessions_milliseconds=1000, unused_session_lifetime_milliseconds=5000)
     server.start()
     return server

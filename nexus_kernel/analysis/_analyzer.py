@@ -120,6 +120,8 @@ class Analyzer:
                 res = det.update(rows, field=field)
                 if self.only_anomalies:
                     res = res[res["is_anomaly"]]
+                    if res.empty:  # the usual case in a live stream: nothing to build
+                        continue
                 parts.append(pd.DataFrame({
                     "stream": pd.array(np.full(len(res), stream, dtype=object), dtype="string"),
                     "series": res["series"].astype("string").to_numpy(),

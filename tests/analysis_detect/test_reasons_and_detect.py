@@ -41,7 +41,28 @@ def test_since_carries_across_batches():
     f = pd.DataFrame({"series": "a", "ts": ts, "value": x})
     det.update(f.iloc[:202])
     out = det.update(f.iloc[202:205])
-    assert (pd.to_datetime(out["since"], utc=True) == ts[200]).all()
+    assert isinstance(out["since"].dtype, pd.DatetimeTZDtype) and str(out["since"].dt.tz) == "UTC"
+    assert (out["since"] == ts[200]).all()
+
+
+def test_one_batch_of_many_series_keeps_each_series_run_apart():
+    """A live batch holds a few points of many series: runs and reasons stay per series."""
+    from nexus_kernel.analysis import RobustZ
+
+    det = RobustZ(window=64, warmup=16)
+    ts = pd.date_range("2024-01-01", periods=200, freq="s", tz="UTC")
+    rng = np.random.default_rng(1)
+    calm = pd.concat([pd.DataFrame({"series": k, "ts": ts, "value": rng.normal(size=200)}) for k in "abc"])
+    det.update(calm)
+    later = pd.date_range(ts[-1] + pd.Timedelta("1s"), periods=3, freq="s", tz="UTC")
+    batch = pd.concat([pd.DataFrame({"series": k, "ts": later, "value": v})
+                       for k, v in (("a", rng.normal(size=3)), ("b", [40.0, 41.0, 42.0]), ("c", rng.normal(size=3)))])
+    out = det.update(batch.sample(frac=1.0, random_state=0))  # rows of the series interleaved
+    assert list(out["series"]) == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    flagged = out[out["is_anomaly"]]
+    assert set(flagged["series"]) == {"b"}
+    assert (flagged["since"] == later[0]).all() and out.loc[out["series"] != "b", "since"].isna().all()
+    assert all(json.loads(r)["since"].startswith(later[0].isoformat()[:19]) for r in flagged["reason"])
 
 
 def test_find_period():

@@ -22,6 +22,28 @@ DRAWN_JS = """() => {
 }"""
 
 
+# BokehJS: the widest step (ms) between consecutive x values of the first line (a hole = lost updates).
+MAX_GAP_JS = """() => {
+  const m = Bokeh.documents[0].get_model_by_name('nexus-line-0');
+  const x = Array.from(m.data.x);
+  let gap = 0;
+  for (let i = 1; i < x.length; i++) gap = Math.max(gap, x[i] - x[i - 1]);
+  return gap;
+}"""
+
+
+# BokehJS: what the series picker holds in the browser (options count and chosen series), per document.
+PICKER_JS = """() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+    for (const m of doc.all_models) {
+      if (String(m.type).includes('MultiChoice')) out.push({options: m.options.length, value: m.value});
+    }
+  }
+  return out;
+}"""
+
+
 class GatewayThread:
     """A real gateway (``start_gateway``) with the built-in simulated stream, on its own event loop thread.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from .dash_helpers import CHROMIUM_ARGS, DRAWN_JS, ROOT, GatewayThread
+from .dash_helpers import CHROMIUM_ARGS, DRAWN_JS, MAX_GAP_JS, PICKER_JS, ROOT, GatewayThread
 
 
 def _free_port() -> int:
@@ -67,6 +67,12 @@ def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path
                 after = await _values(page, 2)
                 assert before != after, "live values did not change"
                 await _assert_drawn_and_growing(page)
+                # batches are pushed to the page (subscribed once the browser reported ready) and none
+                # is lost on the way: the simulator's points are 0.1 s apart, the drawn line has no hole
+                feed = source._monitor_feed
+                assert len(feed._wakers) == 1, "the page did not subscribe to pushed batches"
+                gap = await page.evaluate(MAX_GAP_JS)
+                assert 0 < gap < 1000, f"a {gap} ms hole in the drawn line: updates were lost"
                 received = await page.evaluate(
                     "() => Bokeh.documents[0].get_model_by_name('nexus-clock').data.received[0]")
                 assert received > 0  # the timing source the dashboard benchmark reads is in the page
@@ -81,6 +87,12 @@ def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path
                 assert not errors, errors
                 print(f"first plot after {first_plot:.2f}s")
                 await browser.close()
+                # the closed page's session ends and stops listening (nothing keeps waking a dead page)
+                for _ in range(100):
+                    if not feed._wakers:
+                        break
+                    await asyncio.sleep(0.2)
+                assert not feed._wakers, "a closed page is still subscribed"
         finally:
             server.stop()
             await source.manager.shutdown_async()
@@ -137,6 +149,15 @@ def test_voila_monitor_renders_updates_and_closed_pages_free_their_kernels(chrom
                         after = await _values(page, 2)
                         assert before != after, "live values did not change in Voila"
                         await _assert_drawn_and_growing(page)
+                        # the picker shows the drawn series (it once stayed empty in Voila: its options were
+                        # sent before the browser attached)
+                        pickers: list = []
+                        for _ in range(50):
+                            pickers = await page.evaluate(PICKER_JS)
+                            if any(p["options"] == 20 and len(p["value"]) == 2 for p in pickers):
+                                break
+                            await asyncio.sleep(0.2)
+                        assert any(p["options"] == 20 and len(p["value"]) == 2 for p in pickers), pickers
                         # no gateway: the page says so (in Panel's shadow DOM, which text locators pierce)
                         assert await page.get_by_text("No gateway:").count() > 0
                         await page.screenshot(path=str(artifacts / "monitor-voila.png"), full_page=True)

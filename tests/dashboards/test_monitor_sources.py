@@ -169,3 +169,43 @@ def test_series_picker_with_1000_series(home: Path) -> None:
             source.close()
 
     asyncio.run(main())
+
+
+def test_feed_pushes_each_arriving_batch_and_reads_only_when_something_is_new(home: Path) -> None:
+    """The embedded source calls the feed as a batch enters its buffer; the feed wakes subscribed pages,
+    and a poll with nothing new reads nothing (no empty ticks)."""
+    import asyncio
+
+    from dashboards import EmbeddedSource, feed_for
+    from nexus_kernel.config import load_settings
+    from nexus_kernel.storage import open_store
+
+    async def main() -> None:
+        settings = load_settings(home=home, batch_interval=0.1, store="memory")
+        source = EmbeddedSource.start(settings, store=open_store("memory"))
+        try:
+            feed = feed_for(source)
+            assert feed.pushes and feed is feed_for(source)
+            woken: list[tuple[str, int]] = []
+            feed.subscribe(lambda stream: woken.append((stream, source.cursor(stream))))
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if len(woken) >= 5:
+                    break
+            assert len(woken) >= 5 and {s for s, _ in woken} == {"sensors"}
+            cursors = [c for _, c in woken]
+            assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors), cursors  # one wake per batch
+
+            feed.poll("sensors")
+            newest = feed.newest("sensors")
+            polls = feed.polls
+            feed.poll("sensors")  # nothing arrived in between: no read, no tick
+            assert feed.polls == polls and feed.newest("sensors") == newest
+            ticks, _, lost = feed.after("sensors", 0)
+            assert ticks and not lost and ticks[-1].received is not None
+            assert set(ticks[-1].points) <= set(source.series("sensors"))
+        finally:
+            await source.manager.shutdown_async()
+            source.close()
+
+    asyncio.run(main())

@@ -146,43 +146,53 @@ class Detector:
 
         Returns one row per input row in (series, ts, seq) order with :data:`RESULT_COLUMNS`; ``reason``
         is the JSON text of the structured facts for anomalous rows and empty otherwise.
+
+        The per-series loop only scores and fills preallocated arrays; the frame is built once. A live
+        batch holds a few points of many series, and a DataFrame per series cost more than the scoring.
         """
         if frame.empty:
             return _empty_result()
         order = [c for c in ("series", "ts", "seq") if c in frame.columns]
         frame = frame.sort_values(order, kind="stable") if order else frame
-        keys = frame["series"].astype(str).to_numpy() if "series" in frame.columns else np.full(len(frame), "default")
-        ts = pd.to_datetime(frame["ts"], utc=True) if "ts" in frame.columns else pd.Series(pd.NaT, index=frame.index)
+        n = len(frame)
+        keys = frame["series"].astype(str).to_numpy() if "series" in frame.columns else np.full(n, "default")
+        stamps = (pd.DatetimeIndex(pd.to_datetime(frame["ts"], utc=True)) if "ts" in frame.columns
+                  else pd.DatetimeIndex(np.full(n, np.datetime64("NaT", "ns")), tz="UTC"))
+        naive = stamps.tz_localize(None).to_numpy()
         values = frame[field].to_numpy(dtype=np.float64, na_value=np.nan)
-        parts = []
-        starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1, len(keys)]
-        for a, b in zip(starts[:-1], starts[1:]):
+        score, statistic, expected = np.empty(n), np.empty(n), np.empty(n)
+        since = np.full(n, np.datetime64("NaT"), dtype=naive.dtype)
+        reason = np.full(n, "", dtype=object)
+        threshold = self.score_threshold
+        starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1, n]
+        for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
             key = keys[a]
             res = self.score_learn(key, values[a:b])
-            parts.append(self._frame(key, ts.iloc[a:b], values[a:b], res))
-        return pd.concat(parts, ignore_index=True)
-
-    # -- reasons -------------------------------------------------------------------------------
-
-    def _frame(self, key: str, ts: pd.Series, x: np.ndarray, res: Result) -> pd.DataFrame:
-        flag = res.score >= self.score_threshold
-        since = self._since(key, ts, flag)
-        reason = np.full(len(x), "", dtype=object)
-        for i in np.flatnonzero(flag):  # only anomalies carry reasons: few rows
-            reason[i] = json.dumps(self.facts(res, i, since[i]), separators=(",", ":"))
+            score[a:b], statistic[a:b], expected[a:b] = res.score, res.statistic, res.expected
+            flag = res.score >= threshold
+            if not flag.any() and self._runs.get(key) is None:
+                self._runs[key] = None
+                continue
+            run = self._since(key, naive[a:b], flag)
+            since[a:b] = run
+            for i in np.flatnonzero(flag).tolist():  # only anomalies carry reasons: few rows
+                at = None if np.isnat(run[i]) else pd.Timestamp(run[i]).tz_localize("UTC")
+                reason[a + i] = json.dumps(self.facts(res, i, at), separators=(",", ":"))
         return pd.DataFrame(
             {
-                "series": pd.array(np.full(len(x), key, dtype=object), dtype="string"),
-                "ts": ts.to_numpy(),
-                "value": x,
-                "score": res.score,
-                "is_anomaly": flag,
-                "statistic": res.statistic,
-                "expected": res.expected,
-                "since": since,
+                "series": pd.array(keys.astype(object), dtype="string"),
+                "ts": stamps,
+                "value": values,
+                "score": score,
+                "is_anomaly": score >= threshold,
+                "statistic": statistic,
+                "expected": expected,
+                "since": pd.DatetimeIndex(since).tz_localize("UTC"),
                 "reason": pd.array(reason, dtype="string"),
             }
         )
+
+    # -- reasons -------------------------------------------------------------------------------
 
     def facts(self, res: Result, i: int, since: Any) -> dict[str, Any]:
         """The structured reason of row ``i``: which detector, what feature, how far, since when."""
@@ -198,22 +208,23 @@ class Detector:
             "since": None if since is None or pd.isna(since) else pd.Timestamp(since).isoformat(),
         }
 
-    def _since(self, key: str, ts: pd.Series, flag: np.ndarray) -> np.ndarray:
-        """Start time of the current run of consecutive anomalous rows (carried across batches)."""
-        stamps = pd.DatetimeIndex(ts).tz_convert("UTC") if len(ts) else pd.DatetimeIndex([], tz="UTC")
+    def _since(self, key: str, stamps: np.ndarray, flag: np.ndarray) -> np.ndarray:
+        """Start time of the current run of consecutive anomalous rows (carried across batches).
+
+        ``stamps`` are naive UTC datetime64 values; the run still open at the end is remembered per series.
+        """
         n = len(flag)
         carried = self._runs.get(key)
-        prev = np.r_[carried is not None, flag[:-1]] if n else np.zeros(0, dtype=bool)
+        prev = np.r_[carried is not None, flag[:-1]]
         starts = flag & ~prev
-        last = np.maximum.accumulate(np.where(starts, np.arange(n), -1)) if n else np.zeros(0, dtype=np.int64)
-        since = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
+        last = np.maximum.accumulate(np.where(starts, np.arange(n), -1))
+        since = np.full(n, np.datetime64("NaT"), dtype=stamps.dtype)
         from_batch = flag & (last >= 0)
         since[from_batch] = stamps[last[from_batch]]
         if carried is not None:
-            since[flag & (last < 0)] = carried
-        if n:
-            self._runs[key] = since.iloc[-1] if flag[-1] else None
-        return since.to_numpy()
+            since[flag & (last < 0)] = np.datetime64(pd.Timestamp(carried).tz_convert("UTC").tz_localize(None))
+        self._runs[key] = pd.Timestamp(since[-1]).tz_localize("UTC") if flag[-1] else None
+        return since
 
     def __getstate__(self) -> dict[str, Any]:
         return copy.copy(self.__dict__)
