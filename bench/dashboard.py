@@ -56,8 +56,9 @@ SERVER = textwrap.dedent("""
     from nexus_kernel.storage import open_store
 
     async def main(port):
-        settings = load_settings(home=tempfile.mkdtemp(prefix="nexus-bench-"), batch_interval=0.1, store="memory")
-        source = EmbeddedSource.start(settings, store=open_store("memory"))
+        # nexus up's embedded defaults: DuckDB in a file under the home (a memory store would grow by design)
+        settings = load_settings(home=tempfile.mkdtemp(prefix="nexus-bench-"), batch_interval=0.1)
+        source = EmbeddedSource.start(settings, store=open_store(settings))
         await start_monitor(settings, source, port=port)
         print("ready", flush=True)
         await asyncio.Event().wait()
@@ -132,9 +133,11 @@ async def _measure(port: int, sessions: int, seconds: float, server_pid: int) ->
         chromes: dict = {}
         _chromium_cpu([], chromes)
         started = time.monotonic()
+        rss: list[int] = []
         while time.monotonic() - started < seconds:
             await asyncio.sleep(min(5.0, seconds))
             cpu_samples.append(proc.cpu_percent(None))
+            rss.append(proc.memory_info().rss)
             _chromium_cpu(browser_cpu, chromes)
         elapsed = time.monotonic() - started
         rss_end = proc.memory_info().rss
@@ -142,6 +145,7 @@ async def _measure(port: int, sessions: int, seconds: float, server_pid: int) ->
         ticks = [await page.evaluate("() => window.__nexus.ticks") for page in pages]
         await browser.close()
     return {"lat": lat, "ticks": ticks, "elapsed": elapsed, "cpu": cpu_samples, "rss_start": rss_start, "rss_end": rss_end,
+            "rss": rss,
             "browser_cpu": browser_cpu}
 
 
@@ -243,6 +247,15 @@ def _rows(res: dict, clients: str, params: dict) -> list[dict]:
          "peer": "start", "peer_value": round(res["rss_start"] * mb, 1),
          "ratio": round(res["rss_end"] / res["rss_start"], 3), "params": params},
     ]
+    samples = res.get("rss", [])
+    if len(samples) >= 8:
+        # growth over the second half of the run, per minute: a leak keeps a slope, a buffer that has
+        # filled does not (the first half includes the live buffer and caches filling up)
+        half = np.asarray(samples[len(samples) // 2:], dtype=float) * mb
+        minutes = np.arange(len(half)) * 5.0 / 60.0
+        slope = float(np.polyfit(minutes, half, 1)[0])
+        rows.append({"metric": f"[{clients}] server RSS growth, second half of the run", "unit": "MiB/min",
+                     "ours": round(slope, 2), "peer": "-", "peer_value": None, "ratio": None, "params": params})
     ticks = [np.asarray(t, dtype=np.int64) for t in res.get("ticks", []) if len(t) > 1]
     if ticks:
         # the feed numbers its ticks (one per poll that found new batches): their span over the run is the
