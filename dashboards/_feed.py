@@ -64,9 +64,12 @@ def downsample(frame: pd.DataFrame, n_out: int) -> pd.DataFrame:
 
 
 def to_ms(ts: Any) -> np.ndarray:
-    """Datetimes as epoch milliseconds (what Bokeh's datetime axis plots)."""
+    """Datetimes as epoch milliseconds (what Bokeh's datetime axis plots), whatever their unit.
+
+    (``asi8`` counts in the index's own unit: microsecond times divided as if nanoseconds landed in 1970.)
+    """
     values = pd.to_datetime(ts, utc=True)
-    return pd.DatetimeIndex(values).tz_localize(None).asi8 / 1e6
+    return pd.DatetimeIndex(values).tz_localize(None).as_unit("ns").asi8 / 1e6
 
 
 @dataclass

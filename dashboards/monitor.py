@@ -98,7 +98,6 @@ class Monitor:
         self._doc: Any = None
         self._wake_pending = False
         self._last_push = 0.0
-        self._resending = False
         self._ready = True  # until start(): a page driven by hand (tests, notebooks) ticks at once
         self.pushes = 0
         streams = source.streams()
@@ -180,8 +179,7 @@ class Monitor:
         self.picker.value = known[:2]
 
     def _on_pick(self, event: Any) -> None:
-        if not self._resending:  # a re-send of the same choice (see _resync) changes nothing to draw
-            self.redraw()
+        self.redraw()
 
     def _on_control(self, event: Any) -> None:
         if event.new is None:
@@ -329,15 +327,13 @@ class Monitor:
             rows = frame[frame["series"] == chosen[i]] if i < len(chosen) else frame.iloc[:0]
             src.data = {"x": _ms(rows["ts"]), "y": rows["value"].to_numpy(dtype=np.float64)}
         # The picker was seen empty in Voila while its series were drawn: its options and choice were
-        # set before the browser attached (lost), and setting the same values again sends nothing (the
-        # model already holds them). Clearing and restoring them does reach the browser.
-        options, value = list(self.picker.options), list(self.picker.value)
-        self._resending = True
-        try:
-            self.picker.param.update(value=[], options=[])
-            self.picker.param.update(options=options, value=value)
-        finally:
-            self._resending = False
+        # set before the browser attached (lost), and setting equal values again sends nothing. So the
+        # picker's Bokeh models announce their current values once more. (Clearing and restoring them
+        # instead made the browser echo the empty choice back, and the lines were cleared with it.)
+        for model, _parent in list(getattr(self.picker, "_models", {}).values()):  # Panel's rendered models
+            for attr in ("options", "value"):
+                current = getattr(model, attr)
+                model.trigger(attr, current, current)
 
     def _draw_marks(self, anomalies: pd.DataFrame | None) -> None:
         """Anomaly markers (at the plotted value of their series) and change-point lines for chosen series."""

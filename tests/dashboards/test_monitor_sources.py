@@ -209,3 +209,28 @@ def test_feed_pushes_each_arriving_batch_and_reads_only_when_something_is_new(ho
             source.close()
 
     asyncio.run(main())
+
+
+def test_live_buffer_keeps_arrays_bounded_and_times_in_any_unit() -> None:
+    """The live buffer returns what arrived after a cursor, in order, drops the oldest past its cap, and
+    the browser's epoch-ms axis values do not depend on the unit the times came in."""
+    from dashboards._feed import to_ms
+    from dashboards._source import _Live
+
+    live = _Live(max_rows=50)
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    for b in range(10):
+        ts = pd.date_range(t0 + pd.Timedelta(seconds=b), periods=10, freq="100ms", tz="UTC")
+        live.add(pd.DataFrame({"ts": ts.as_unit("us" if b % 2 else "ns"), "series": ["a", "b"] * 5,
+                               "value": np.arange(10.0) + 10 * b}))
+    assert live.rows == 50 and live.series == {"a", "b"}
+    frame, newest, received = live.after(7)
+    assert newest == 10 and received is not None
+    assert list(frame["value"]) == list(np.arange(70.0, 100.0))
+    assert frame["ts"].is_monotonic_increasing and frame["ts"].iloc[0] == t0 + pd.Timedelta(seconds=7)
+    assert live.after(10) == (None, 10, None)
+    assert live.after(0)[0]["value"].iloc[0] == 50.0  # the five oldest batches were dropped
+
+    stamp = pd.DatetimeIndex(["2026-01-01 00:00:00.100"], tz="UTC")
+    expected = 1767225600100.0
+    assert to_ms(stamp.as_unit("ns"))[0] == to_ms(stamp.as_unit("us"))[0] == to_ms(stamp.as_unit("ms"))[0] == expected
