@@ -196,7 +196,7 @@ def _measure_ws(port: int, sessions: int, seconds: float, server_pid: int) -> di
     async def run(duration: float) -> None:
         await asyncio.sleep(duration)
 
-    pumps = [loop.asyncio_loop.create_task(pump(s)) if hasattr(loop, "asyncio_loop") else None for s in clients]
+    pumps = [loop.asyncio_loop.create_task(pump(s)) for s in clients]
     loop.run_sync(lambda: run(2.0))
     for x in (*lat, *ticks):
         x.clear()
@@ -208,8 +208,7 @@ def _measure_ws(port: int, sessions: int, seconds: float, server_pid: int) -> di
     cpu = proc.cpu_percent(None)
     rss_end = proc.memory_info().rss
     for task in pumps:
-        if task is not None:
-            task.cancel()
+        task.cancel()
     for session in clients:
         session.close()
     return {"lat": lat, "ticks": ticks, "elapsed": elapsed, "cpu": [cpu], "rss_start": rss_start, "rss_end": rss_end}

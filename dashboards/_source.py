@@ -10,8 +10,9 @@ The monitor never touches a pipeline, a store or the gateway itself; it asks a `
 ``RemoteSource``    the same questions asked of a running gateway through the SDK
                     (``nexus_kernel.client.connect(url, token)``) — see :mod:`._remote`.
 
-Live updates are *pulled*: each browser session keeps a cursor and asks :meth:`updates` for what arrived
-after it. Every buffered batch carries ``received`` (epoch seconds when it entered the buffer), which is
+Each browser session keeps a cursor and asks :meth:`updates` for what arrived after it; an
+``EmbeddedSource`` also tells listeners (``add_listener``) when a batch arrives, so pages are pushed
+updates instead of polling for them. Every buffered batch carries ``received`` (epoch seconds when it entered the buffer), which is
 what the dashboard benchmark measures latency from.
 
 Caveats: the live buffer holds ``max_rows`` rows per stream (oldest dropped first): the live view covers

@@ -18,7 +18,9 @@ live mode, so a fast stream never floods the page.
 
 Every page on one source shares a single producer (:class:`~dashboards._feed.Feed`): it reads the source
 once per poll, splits the new points per series (LTTB-bounded) and renders the slow panels once a
-second. Each session's guarded periodic callback (``period_ms``) then does O(its new points) work:
+second. Each session's update — pushed as a batch arrives when the page is served by Panel over the
+embedded source (at most every ``push_interval``), else a guarded periodic callback every ``period_ms`` —
+then does O(its new points) work:
 ``ColumnDataSource.stream(rows, rollover=max_points)`` per chosen series, a small patch of the timing
 source, and — only when the shared version changed — the status table, anomaly feed and markers. An
 exception is caught, logged and counted (shown on the page): an unguarded one can stop a Panel periodic
@@ -99,7 +101,6 @@ class Monitor:
         self._wake_pending = False
         self._last_push = 0.0
         self._ready = True  # until start(): a page driven by hand (tests, notebooks) ticks at once
-        self.pushes = 0
         streams = source.streams()
         names = list(streams["name"]) if len(streams) else []
         self.stream = pn.widgets.Select(name="Stream", options=names or [""], value=stream or (names[0] if names else ""),
@@ -440,7 +441,6 @@ class Monitor:
             return
         self._wake_pending = False
         self._last_push = time.monotonic()
-        self.pushes += 1
         from panel.io.state import set_curdoc
 
         with set_curdoc(self._doc):
