@@ -158,7 +158,7 @@ class RemoteSource:
 
     def series(self, stream: str) -> list[str]:
         live = self._live.get(stream)
-        known = set(live.series) if live else set()
+        known = live.series if live else set()
         if not known:
             latest = self.client.latest(stream)
             known = set(latest["series"].astype(str)) if len(latest) else set()

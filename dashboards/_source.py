@@ -12,8 +12,8 @@ The monitor never touches a pipeline, a store or the gateway itself; it asks a `
 
 Each browser session keeps a cursor and asks :meth:`updates` for what arrived after it; an
 ``EmbeddedSource`` also tells listeners (``add_listener``) when a batch arrives, so pages are pushed
-updates instead of polling for them. Every buffered batch carries ``received`` (epoch seconds when it entered the buffer), which is
-what the dashboard benchmark measures latency from.
+updates instead of polling for them. Every buffered batch carries ``received`` (epoch seconds when it
+entered the buffer), which is what the dashboard benchmark measures latency from.
 
 Caveats: the live buffer holds ``max_rows`` rows per stream (oldest dropped first): the live view covers
 the last minutes of a fast stream; older points come from the store (history mode).
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: detectors whose flags mark a change of regime rather than an outlying point
 CHANGE_DETECTORS = frozenset({"bocpd", "cusum", "level_shift"})
+
+#: series names a live buffer remembers (and interns) per stream
+MAX_SERIES = 100_000
 
 STATUS_COLUMNS = ["name", "state", "source", "rate", "lag", "records_in", "dead_letters", "errors", "last_error"]
 
@@ -91,23 +94,27 @@ class _Live:
         self.batches: deque[tuple[int, float, np.ndarray, np.ndarray, np.ndarray]] = deque()
         self.rows = 0
         self.next_id = 1
-        self.series: set[str] = set()
-        self._names: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # the interned series names: also the known series
         self.lock = threading.Lock()
+
+    @property
+    def series(self) -> set[str]:
+        """The series seen so far (at most ``MAX_SERIES``)."""
+        with self.lock:
+            return set(self._names)
 
     def add(self, frame: pd.DataFrame) -> None:
         """Buffer the ``ts`` / ``series`` / ``value`` columns of ``frame``."""
         stamps = pd.DatetimeIndex(pd.to_datetime(frame["ts"], utc=True)).tz_localize(None).to_numpy()
-        names = self._names
-        known = len(names)
-        series = np.array([names.setdefault(k, k) for k in frame["series"].astype(str).tolist()], dtype=object)
+        keys = frame["series"].astype(str).tolist()
         values = frame["value"].to_numpy(dtype=np.float64, na_value=np.nan)
         with self.lock:
+            names = self._names
+            intern = names.setdefault if len(names) < MAX_SERIES else names.get
+            series = np.array([intern(k, k) for k in keys], dtype=object)
             self.batches.append((self.next_id, time.time(), stamps, series, values))
             self.next_id += 1
             self.rows += len(values)
-            if len(names) != known and len(self.series) < 100_000:
-                self.series.update(names)
             while self.rows > self.max_rows and len(self.batches) > 1:
                 self.rows -= len(self.batches.popleft()[4])
 
@@ -333,7 +340,7 @@ class EmbeddedSource:
 
     def series(self, stream: str) -> list[str]:
         live = self._live.get(stream)
-        known = set(live.series) if live else set()
+        known = live.series if live else set()
         if not known and self.store is not None:
             latest = self.store.latest(stream)
             known = set(latest["series"].astype(str)) if len(latest) else set()
