@@ -89,6 +89,17 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds a record may arrive behind the watermark before it is late."
     )
     max_attr_bytes: int = Field(4096, gt=0, description="Largest serialized attributes of one record.")
+    max_future: float = Field(
+        300.0, ge=0, description="Seconds a record's event time may be ahead of the stream's clock before it is "
+        "dead-lettered as 'future' (it never moves a watermark).")
+    max_name_length: int = Field(
+        256, gt=0, le=4096, description="Longest series or field name (characters); longer names are dead-lettered.")
+    data_dirs: list[Path] = Field(
+        default_factory=list, description="Directories (besides home/data) that file sources of a stream spec may "
+        "read; paths are resolved, symlinks included, and must stay inside one of them.")
+    secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Named secrets that stream specs reference as {\"secret\": \"NAME\"} "
+        "(also read from NEXUS_SECRET_<NAME>); specs never hold a secret in clear.")
 
     # Simulator defaults used by `nexus up`
     sim_series: int = Field(20, gt=0, le=100_000, description="Series the built-in simulator emits.")
@@ -112,6 +123,12 @@ class Settings(BaseSettings):
     rate_limit_address: int = Field(2400, gt=0, description="Requests per rate_window per client address.")
     rate_window: float = Field(60.0, gt=0, description="Sliding window of the gateway rate limits (seconds).")
     ws_queue: int = Field(256, gt=0, description="Messages a WebSocket client may have waiting before some are dropped.")
+    ws_queue_bytes: int = Field(
+        8 << 20, gt=0, description="Bytes a WebSocket client may have waiting; past that it is cut off (close 4008).")
+    ws_per_principal: int = Field(16, gt=0, description="Open WebSocket connections one credential may hold at once.")
+    ws_recheck: float = Field(
+        5.0, gt=0, description="Seconds between re-checks of an open WebSocket's credential (revocation); expiry "
+        "closes it on time.")
     ws_linger: float = Field(0.025, ge=0, le=1, description="Seconds a WebSocket client's writer waits after a frame so that what arrives meanwhile goes out as one frame (0: a frame per message).")
 
     # Dashboards (dashboards/, nexus_kernel.scheduler)
@@ -154,6 +171,21 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.home / "streams.json"
+
+    @property
+    def allowed_data_dirs(self) -> list[Path]:
+        """Where file sources named by a stream spec may read: home/data and ``data_dirs``, resolved."""
+        return [p.resolve() for p in (self.home / "data", *self.data_dirs)]
+
+    def secret(self, name: str) -> str | None:
+        """A named secret: ``secrets[name]``, else ``NEXUS_SECRET_<NAME>``; None when neither is set.
+
+        Only this prefix is read, so a spec cannot name another variable (the JWT secret, say) and
+        send it to a host of its choosing.
+        """
+        if name in self.secrets:
+            return self.secrets[name].get_secret_value()
+        return os.environ.get(f"{ENV_PREFIX}SECRET_{name.upper()}")
 
     @property
     def spool_dir(self) -> Path:
