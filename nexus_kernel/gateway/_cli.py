@@ -23,7 +23,8 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
+@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True,
+              help="What the key may do: viewer reads, analyst also ingests and controls, admin also deletes.")
 @click.option("--stream", "streams", multiple=True, help="Limit the key to this stream (repeatable).")
 def keys_create(name: str, role: str, streams: tuple[str, ...]) -> None:
     """Create a key; it is printed once."""
@@ -33,8 +34,9 @@ def keys_create(name: str, role: str, streams: tuple[str, ...]) -> None:
 
 
 @keys.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON (no secrets: only ids and hashes).")
 def keys_list(as_json: bool) -> None:
+    """List the keys of this home: id, name, role, active or revoked, and stream scope."""
     entries = KeyStore.for_home(load_settings().home).list()
     if as_json:
         click.echo(json.dumps(entries))
@@ -47,16 +49,18 @@ def keys_list(as_json: bool) -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
+    """Revoke the key with this id (from `nexus keys list`); open connections using it are closed."""
     if not KeyStore.for_home(load_settings().home).revoke(key_id):
         raise click.ClickException(f"no active key with id {key_id}")
     click.echo(f"revoked {key_id}")
 
 
 @click.command("token")
-@click.option("--subject", default="admin", show_default=True)
-@click.option("--role", type=click.Choice(ROLES), default="admin", show_default=True)
-@click.option("--ttl", type=float, default=None, help="Seconds (default: settings.jwt_ttl).")
-@click.option("--stream", "streams", multiple=True)
+@click.option("--subject", default="admin", show_default=True, help="Who the token names (the 'sub' claim).")
+@click.option("--role", type=click.Choice(ROLES), default="admin", show_default=True,
+              help="What the token may do: viewer, analyst or admin.")
+@click.option("--ttl", type=float, default=None, help="Seconds the token is valid (default: settings.jwt_ttl).")
+@click.option("--stream", "streams", multiple=True, help="Limit the token to this stream (repeatable).")
 def token(subject: str, role: str, ttl: float | None, streams: tuple[str, ...]) -> None:
     """Mint a signed JWT for the gateway."""
     click.echo(mint_token(load_settings(), subject, role, ttl=ttl, streams=list(streams) or None))

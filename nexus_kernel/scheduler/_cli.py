@@ -101,7 +101,7 @@ def remove(ctx: click.Context, name: str) -> None:
 
 @schedule.command("history")
 @click.argument("name", required=False)
-@click.option("--limit", default=20, show_default=True, type=int)
+@click.option("--limit", default=20, show_default=True, type=int, help="Show at most the newest N runs.")
 @click.pass_context
 def history(ctx: click.Context, name: str | None, limit: int) -> None:
     """Recorded runs, newest first (failed runs show the failing cell)."""

@@ -46,7 +46,8 @@ def _open(spec: str | None):
 @click.option("--agg", multiple=True, type=click.Choice(AGGREGATES), help="Aggregate per bucket (repeatable).")
 @click.option("--field", default=None, help="Only this field.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Print at most the newest N rows (0: all).")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="How to print the rows: an aligned table, CSV or JSON records.")
 @_store_option
 def query(stream, series, start, end, last, every, agg, field, limit, fmt, store_spec):
     """Print the points of STREAM, raw or resampled."""
