@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".nexus"), description="Directory for the registry, stores, spool and runs.")
     store: str = Field(
         "duckdb",
-        description="'duckdb' (file under home), 'memory', 'duckdb:///path.db' or a postgresql:// DSN.",
+        description="'duckdb' (file under home), 'memory', 'duckdb:///path.db', a postgresql:// DSN, or any URL "
+        "scheme a store plugin registers (entry point group nexus_kernel.stores).",
     )
     redis_url: SecretStr | None = Field(None, description="redis://host:port/db; enables Redis cache and bus.")
     key_prefix: str = Field("nexus", description="Prefix of every Redis key this process uses.")
@@ -147,9 +148,13 @@ class Settings(BaseSettings):
     @field_validator("store")
     @classmethod
     def _known_store(cls, value: str) -> str:
-        if value in ("duckdb", "memory") or value.startswith(("duckdb://", "postgresql://", "postgres://")):
-            return value
-        raise ValueError("expected 'duckdb', 'memory', 'duckdb:///path' or a postgresql:// DSN")
+        """Any scheme the store registry serves, plugins' entry points included (see storage._protocol)."""
+        # Imported here, not at the top: storage imports this module. The first call imports the store
+        # backends (they register themselves at import).
+        from .storage import store_backend
+
+        store_backend(value)  # UnknownStoreError, a ValueError, names the known schemes
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -43,7 +43,7 @@ from ._ingest import StreamIngest
 from ._keys import KeyStore
 from ._live import LiveHub
 from ._metrics import Metrics
-from ._ratelimit import open_limiter
+from ._ratelimit import RateLimiter, open_limiter
 
 __all__ = ["Services", "make_app", "Gateway", "start_gateway", "first_admin_token"]
 
@@ -61,7 +61,7 @@ class Services:
     manager: Any = None
     keys: KeyStore = None  # type: ignore[assignment]
     audit: AuditLog = None  # type: ignore[assignment]
-    limiter: Any = None
+    limiter: RateLimiter = None  # type: ignore[assignment]
     metrics: Metrics = field(default_factory=Metrics)
     external_auth: Callable[[Any], Awaitable[Principal]] | None = None
     owned: tuple[str, ...] = ()

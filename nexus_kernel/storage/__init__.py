@@ -1,5 +1,6 @@
-"""Where results live: the ``Store`` protocol and its backends (DuckDB, PostgreSQL), the spool that keeps
-writes through outages, backup/restore — and the cache and live bus.
+"""Where results live: the ``Store`` protocol and its backends (DuckDB, PostgreSQL, and plugins registered
+in :data:`STORES` by URL scheme), the spool that keeps writes through outages, backup/restore — and the
+cache and live bus.
 
 >>> from nexus_kernel.storage import open_store
 >>> store = open_store("memory")
@@ -11,12 +12,16 @@ from ._protocol import (
     STORES,
     BaseStore,
     Store,
+    StoreBackend,
     StoreError,
     StoreLockedError,
     StoreUnavailable,
+    UnknownStoreError,
     open_store,
     parse_span,
     parse_time,
+    split_store_url,
+    store_backend,
 )
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._duckdb import DuckDBStore
@@ -38,16 +43,20 @@ __all__ = [
     "Spool",
     "SpoolFullError",
     "Store",
+    "StoreBackend",
     "StoreError",
     "StoreLockedError",
     "StoreUnavailable",
     "TABLES",
     "TableSpec",
+    "UnknownStoreError",
     "backup",
     "open_store",
     "parse_span",
     "parse_time",
     "restore",
+    "split_store_url",
+    "store_backend",
 ]
 
 # ---- cache and live bus (owned by the cache/bus engineer: add their imports and __all__ entries below) ----

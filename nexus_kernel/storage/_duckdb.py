@@ -37,7 +37,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -46,8 +46,11 @@ import pyarrow as pa
 
 from ..events import field_columns
 from ._migrations import TYPES, upgrade
-from ._protocol import STORES, BaseStore, Query, StoreLockedError, batch_to_long
+from ._protocol import STORES, BaseStore, Query, StoreLockedError, batch_to_long, split_store_url
 from ._tables import POINT_COLUMNS, BatchTypeError, TableSpec
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["DuckDBStore"]
 
@@ -106,9 +109,25 @@ def _long_groups(wide: pd.DataFrame, long: pd.DataFrame, group: np.ndarray) -> n
     return out if same else None
 
 
+@STORES.register("memory")
 @STORES.register("duckdb")
 class DuckDBStore(BaseStore):
     dialect = "duckdb"
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None, **options: Any) -> DuckDBStore:
+        """``memory``: in memory; ``duckdb``: ``settings.home/"nexus.duckdb"``; ``duckdb:///path.db``: that
+        file (``duckdb://`` alone: in memory)."""
+        scheme, rest = split_store_url(url)
+        if scheme == "memory":
+            return cls(":memory:", **options)
+        if rest is not None:
+            return cls(rest or ":memory:", **options)
+        if settings is None:
+            from ..config import load_settings
+
+            settings = load_settings()
+        return cls(Path(settings.home) / "nexus.duckdb", **options)
 
     def __init__(self, path: str | Path = ":memory:", *, schema_version: int | None = None) -> None:
         self.path = str(path)

@@ -52,7 +52,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -60,8 +60,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ._migrations import TYPES, upgrade
-from ._protocol import ORIGIN, STORES, BaseStore, Query, StoreError, StoreUnavailable
+from ._protocol import ORIGIN, STORES, BaseStore, Query, StoreError, StoreUnavailable, split_store_url
 from ._tables import POINTS, TableSpec
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 try:
     import pgpq
@@ -115,9 +118,17 @@ class _Context:
         return sql.Identifier(self.schema, name).as_string(self.cur.connection)
 
 
+@STORES.register("postgres")
 @STORES.register("postgresql")
 class PostgresStore(BaseStore):
     dialect = "postgresql"
+    resilient_by_default = True  # a server has transient outages: open_store adds retries and the spool
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None, **options: Any) -> PostgresStore:
+        """The DSN is the URL (libpq reads both schemes), its scheme lower-cased as libpq expects."""
+        scheme, rest = split_store_url(url)
+        return cls(f"{scheme}://{rest or ''}", **options)
 
     def __init__(self, dsn: str, *, schema: str = "nexus", pool_size: int = 4, timeout: float = 10.0,
                  partition: str | pd.Timedelta = "1D", ahead: int = 2, schema_version: int | None = None) -> None:

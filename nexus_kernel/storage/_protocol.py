@@ -1,5 +1,13 @@
 """The ``Store`` protocol, the registry of store backends, and the logic every backend shares.
 
+Choosing a backend: :data:`STORES` maps a URL scheme to the backend that serves it. Built-ins register
+themselves when their module is imported — ``duckdb`` and ``memory`` (:class:`DuckDBStore`),
+``postgresql`` and ``postgres`` (:class:`PostgresStore`) — and other packages add schemes through the
+``nexus_kernel.stores`` entry-point group (entry point name = scheme). :func:`open_store` parses the
+scheme of ``settings.store`` (or of the URL it is given), asks the registry, and calls the member's
+``from_url`` (see :class:`StoreBackend`); ``Settings`` asks the same registry when it validates ``store``,
+so an unknown scheme fails at start with a message naming the known ones.
+
 A store keeps *points* (records of the batch contract, see :mod:`nexus_kernel.events`) and the
 auxiliary tables of :mod:`._tables`. Backends subclass :class:`BaseStore` and implement a handful of
 ``_``-methods in their own SQL dialect; checking input, turning batches into long rows and back, and
@@ -46,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from .._registry import Registry
+from .._registry import Registry, UnknownPluginError
 from ..events import KEY_COLUMNS, field_columns
 from ._tables import POINTS, TABLES, BatchTypeError, TableSpec, conform, empty_frame
 
@@ -56,14 +64,18 @@ if TYPE_CHECKING:
 __all__ = [
     "Store",
     "BaseStore",
+    "StoreBackend",
     "STORES",
     "AGGREGATES",
     "ORIGIN",
     "StoreError",
     "StoreUnavailable",
     "StoreLockedError",
+    "UnknownStoreError",
     "BatchTypeError",
     "open_store",
+    "split_store_url",
+    "store_backend",
     "parse_span",
     "parse_time",
 ]
@@ -86,6 +98,13 @@ class StoreLockedError(StoreError):
     """Another process owns the store file."""
 
 
+class UnknownStoreError(UnknownPluginError, ValueError):
+    """No store backend serves that URL's scheme; the message names the known schemes.
+
+    A ``ValueError`` too, so that the ``store`` setting's validator reports it as a bad value.
+    """
+
+
 @runtime_checkable
 class Store(Protocol):
     """What every store backend offers (the interface agreed with the engine and analysis)."""
@@ -103,7 +122,65 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-STORES: Registry[Any] = Registry("stores")
+class StoreBackend(Protocol):
+    """What a member of :data:`STORES` is: a class (or any object) that opens a store from its URL.
+
+    :class:`BaseStore` gives its subclasses both members, so a plugin subclassing it only registers.
+    """
+
+    #: Wrap the store in :class:`~nexus_kernel.storage.ResilientStore` unless the caller says otherwise
+    #: (a server can have transient outages; a local file has none).
+    resilient_by_default: bool
+
+    def from_url(self, url: str, settings: Settings | None = None, **options: Any) -> Store:
+        """Open the store ``url`` names (the whole URL, as configured: a DSN is passed on unchanged).
+
+        ``settings`` are the caller's, or None when it gave none (``load_settings()`` then, if needed);
+        ``options`` are the keyword arguments of ``open_store`` meant for the backend.
+        """
+        ...
+
+
+#: URL scheme → the backend serving it; see the module docstring.
+STORES: Registry[StoreBackend] = Registry("stores")
+
+# RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); schemes are case-insensitive.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def split_store_url(url: str) -> tuple[str, str | None]:
+    """``(scheme, rest)`` of a store URL; ``rest`` is None for a bare name such as ``"memory"``.
+
+    >>> split_store_url("duckdb:///data/n.duckdb"), split_store_url("memory")
+    (('duckdb', '/data/n.duckdb'), ('memory', None))
+
+    Raises :class:`UnknownStoreError` when ``url`` starts with no scheme (the message never quotes the
+    URL: it may hold a password).
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"a store URL is a string, not {type(url).__name__}")
+    scheme, sep, rest = url.partition("://")
+    if not _SCHEME.fullmatch(scheme):
+        raise UnknownStoreError(f"not a store URL: expected a scheme, alone ('memory') or before '://' "
+                                f"('duckdb:///path.db') ({_known_schemes()})")
+    return scheme.lower(), (rest if sep else None)
+
+
+def store_backend(url: str) -> StoreBackend:
+    """The member of :data:`STORES` serving ``url``'s scheme (entry points are loaded if needed).
+
+    Raises :class:`UnknownStoreError` naming the known schemes when no backend serves it.
+    """
+    scheme, _ = split_store_url(url)
+    try:
+        return STORES.get(scheme)
+    except UnknownPluginError:
+        raise UnknownStoreError(f"unknown store scheme '{scheme}' ({_known_schemes()}; a package adds one "
+                                f"through the '{STORES.group}' entry-point group)") from None
+
+
+def _known_schemes() -> str:
+    return "known: " + (", ".join(STORES.names()) or "none")
 
 
 def parse_time(value: WhenLike) -> pd.Timestamp | None:
@@ -250,6 +327,14 @@ class BaseStore:
     """Checks arguments and shapes results; subclasses implement the ``_``-methods below."""
 
     dialect: str = ""
+    resilient_by_default: bool = False
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None, **options: Any) -> BaseStore:
+        """``cls(rest, **options)`` for ``"<scheme>://rest"``, ``cls(**options)`` for a bare name or an
+        empty rest; backends whose URLs mean more (see :class:`StoreBackend`) override it."""
+        _, rest = split_store_url(url)
+        return cls(rest, **options) if rest else cls(**options)
 
     # --- points
     def write(self, batch: pd.DataFrame) -> int:
@@ -368,13 +453,17 @@ def _table(name: str) -> TableSpec:
 
 def open_store(spec: str | Settings | None = None, *, settings: Settings | None = None,
                resilient: bool | None = None, **options: Any) -> Any:
-    """Open the store named by ``spec`` (or by ``settings.store``).
+    """Open the store named by ``spec`` (a URL or :class:`Settings`; default ``settings.store``).
 
-    ``"memory"``: DuckDB in memory; ``"duckdb"``: the DuckDB file ``settings.home/"nexus.duckdb"``;
-    ``"duckdb:///path.db"``; ``"postgresql://..."``; ``"<name>://rest"`` for a registered backend.
-    ``resilient`` wraps the store in :class:`~nexus_kernel.storage.ResilientStore` (retries, then a
-    spool under ``settings.spool_dir``); by default on for PostgreSQL, off for DuckDB (a local file has no
-    transient outages).
+    The URL's scheme picks the backend in :data:`STORES`: ``"memory"`` is DuckDB in memory, ``"duckdb"``
+    the DuckDB file ``settings.home/"nexus.duckdb"``, ``"duckdb:///path.db"`` that file,
+    ``"postgresql://..."`` (or ``postgres://``) PostgreSQL, ``"<scheme>://..."`` a plugin's backend.
+    ``options`` go to the backend (e.g. ``schema=`` for PostgreSQL). ``resilient`` wraps the store in
+    :class:`~nexus_kernel.storage.ResilientStore` (retries, then a spool under ``settings.spool_dir``);
+    by default as the backend says (``resilient_by_default``): on for PostgreSQL, off for DuckDB (a local
+    file has no transient outages).
+
+    Raises :class:`UnknownStoreError` (naming the known schemes) when no backend serves the scheme.
     """
     from ..config import Settings, load_settings
 
@@ -383,22 +472,10 @@ def open_store(spec: str | Settings | None = None, *, settings: Settings | None 
     if spec is None:
         settings = settings or load_settings()
         spec = settings.store
-    if spec == "memory":
-        return STORES.get("duckdb")(":memory:", **options)
-    if spec == "duckdb":
-        settings = settings or load_settings()
-        return STORES.get("duckdb")(Path(settings.home) / "nexus.duckdb", **options)
-    if spec.startswith("duckdb://"):
-        return STORES.get("duckdb")(spec[len("duckdb://"):] or ":memory:", **options)
-    if spec.startswith(("postgresql://", "postgres://")):
-        settings = settings or load_settings()
-        store = STORES.get("postgresql")(spec, **options)
-        if resilient is False:
-            return store
-        from ._spool import ResilientStore
+    backend = store_backend(spec)
+    store = backend.from_url(spec, settings, **options)
+    if not (backend.resilient_by_default if resilient is None else resilient):
+        return store
+    from ._spool import ResilientStore
 
-        return ResilientStore.from_settings(store, settings)
-    if "://" in spec:
-        name, rest = spec.split("://", 1)
-        return STORES.get(name)(rest, **options)
-    return STORES.get(spec)(**options)
+    return ResilientStore.from_settings(store, settings or load_settings())
