@@ -26,9 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from nexus_kernel.analysis.backtest import mae, mase_scale
-from nexus_kernel.analysis.features import calendar_periods, dominant_period, seasonal_strength
-from nexus_kernel.analysis.forecasters import GradientBoosting, HoltWinters
+from nexus_kernel.analysis.forecasting import GradientBoosting, HoltWinters, mae, mase_scale
+from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period, seasonal_strength
 
 NAB_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 WINDOW = 2500  # trailing points every model is given before an origin

@@ -3,8 +3,10 @@
 ``Analyzer(...).update(batch)`` takes a batch in the contract of :mod:`nexus_kernel.events` and returns
 ``{"anomalies": frame}`` in the ``anomalies`` table schema (stream, series, field, ts, detector, score,
 is_anomaly, reason) — every scored point, or only the anomalous ones with ``only_anomalies=True`` — and,
-when the forecasting half is installed (``nexus_kernel.analysis.forecasters``), ``{"forecasts": ...}``.
-State is per (stream, field, series) inside one detector per (stream, field): bounded per series.
+with ``forecast=True``, ``{"forecasts": frame}`` in the ``forecasts`` table schema, from one
+:class:`~nexus_kernel.analysis.forecasting.ForecastStep` per stream (the code notebooks and the model
+pipeline use too). State is per (stream, field, series) inside one detector per (stream, field) and one
+forecaster per (stream, series, field): bounded per series.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from ..events import field_columns
 from .detectors import Detector, detectors
+from .forecasting import AUTO_MODEL, ForecastStep, forecaster_name
 
 __all__ = ["Analyzer", "ANOMALY_COLUMNS", "empty_anomalies"]
 
@@ -43,8 +46,10 @@ class Analyzer:
 
     Parameters: ``detector`` (registry name), ``params`` for it, ``fields`` (default: every field column
     of the batch), ``only_anomalies`` (emit only flagged rows: what a store wants on a busy stream),
-    ``forecast`` (also run the forecasting half's ``forecaster`` per series when it is installed,
-    emitting ``horizon`` steps with a band of coverage ``level`` in the ``forecasts`` table schema).
+    ``forecast`` (also run the registered forecaster ``forecaster`` — default ``"ets"``, what ``"auto"``
+    stands for — per series, emitting ``horizon`` steps with a band of coverage ``level`` after every
+    batch; refits run in the calling thread, the pipeline's, so a run is reproducible).
+    Unknown detector or forecaster names raise ``LookupError`` naming the known ones.
 
     Example
     -------
@@ -58,45 +63,26 @@ class Analyzer:
 
     def __init__(self, detector: str = "ensemble", params: dict[str, Any] | None = None,
                  fields: Sequence[str] | None = None, only_anomalies: bool = False, forecast: bool = False,
-                 forecaster: str = "holt_winters", horizon: int = 12, level: float = 0.9) -> None:
+                 forecaster: str = AUTO_MODEL, horizon: int = 12, level: float = 0.9) -> None:
         detectors.get(detector)  # fail now, with the known names, on a typo
+        forecaster_name(forecaster)  # likewise: a forecaster name never falls back to another member
         self.detector, self.params = detector, dict(params or {})
         self.fields, self.only_anomalies = fields, only_anomalies
         self._detectors: dict[tuple[str, str], Detector] = {}
-        self.forecaster, self.horizon, self.level = forecaster, horizon, level
-        self._models: dict[tuple[str, str, str], Any] = {}
-        self._forecaster = self._load_forecaster() if forecast else None
+        self.forecast, self.forecaster, self.horizon, self.level = forecast, forecaster, horizon, level
+        self._forecast_steps: dict[str, ForecastStep] = {}
 
-    @staticmethod
-    def _load_forecaster() -> Any:
-        # FORECAST HOOK: the forecasting half's registry, when it is installed.
-        try:
-            from .forecasters import forecasters
-        except ImportError:
-            return None
-        return forecasters
-
-    def _forecasts(self, batch: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    def _forecasts(self, batch: pd.DataFrame, streams: np.ndarray) -> pd.DataFrame:
         """Learn every (stream, series, field) forecaster and emit the next ``horizon`` steps with a band."""
-        reg = self._forecaster
-        name = self.forecaster if self.forecaster in reg else reg.names()[0]
         parts = []
-        for (stream, key), rows in batch.groupby(["stream", "series"], sort=False, observed=True):
-            for field in fields:
-                fc = self._models.get((stream, key, field))
-                if fc is None:
-                    fc = self._models[(stream, key, field)] = reg.get(name)(background=False)
-                fc.learn(rows["ts"], rows[field].to_numpy(dtype=np.float64))
-                made_at = rows["ts"].max()  # the newest point it saw: a replay stores the same rows again
-                f = fc.forecast(self.horizon, level=self.level)
-                if f.empty:
-                    continue
-                parts.append(f.assign(stream=str(stream), series=str(key), field=field, model=name,
-                                      made_at=made_at, level=self.level))
-        if not parts:
-            return pd.DataFrame(columns=["stream", "series", "field", "model", "made_at", "ts", "yhat", "lo", "hi", "level"])
-        cols = ["stream", "series", "field", "model", "made_at", "ts", "yhat", "lo", "hi", "level"]
-        return pd.concat(parts, ignore_index=True)[cols]
+        for stream in pd.unique(streams):
+            step = self._forecast_steps.get(str(stream))
+            if step is None:
+                step = self._forecast_steps[str(stream)] = ForecastStep(
+                    self.forecaster, horizon=self.horizon, level=self.level, fields=self.fields, background=False)
+            rows = batch[streams == stream]
+            parts.append(step(rows if "stream" in rows.columns else rows.assign(stream=str(stream))))
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
     def _for(self, stream: str, field: str) -> Detector:
         det = self._detectors.get((stream, field))
@@ -137,8 +123,8 @@ class Analyzer:
             frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
             out["anomalies"] = frame.astype({"stream": "string", "series": "string", "field": "string",
                                              "detector": "string", "reason": "string"})
-        if self._forecaster is not None:
-            out["forecasts"] = self._forecasts(batch, fields)
+        if self.forecast:
+            out["forecasts"] = self._forecasts(batch, streams)
         return out
 
     __call__ = update

@@ -5,7 +5,7 @@ For each row of a batch and each numeric field, :class:`FeatureExtractor` comput
 (``q10``, ``q50``, ...), ``slope`` (least-squares slope against time, per second), ``roc`` (rate of change
 from the first point of the window to this one, per second), ``acf<k>`` (autocorrelation at each chosen
 lag ``k`` within the window), and per series ``period`` (dominant period in points, 0 when none) and
-``seasonality`` (strength of that season in [0, 1]).
+``seasonality`` (strength of that season in [0, 1]), both from :mod:`nexus_kernel.analysis.seasonality`.
 
 The same object works in a notebook on a whole DataFrame and as an engine step on micro-batches: it keeps
 the last ``max(window, season_window)`` points of every series, so features of a micro-batch equal those
@@ -41,121 +41,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
+from nexus_kernel.analysis.seasonality import dominant_period, seasonal_strength
 from nexus_kernel.events import SERIES, TIME, field_columns
 
-__all__ = [
-    "FeatureExtractor",
-    "rolling_features",
-    "acf",
-    "dominant_period",
-    "seasonal_strength",
-    "calendar_periods",
-]
-
-
-# -- seasonality (shared with the forecasters) ---------------------------------------------------
-
-
-def acf(y: np.ndarray, nlags: int) -> np.ndarray:
-    """Sample autocorrelation of ``y`` at lags 0..nlags (FFT, biased estimator). NaN-free input."""
-    y = np.asarray(y, dtype="float64")
-    n = len(y)
-    nlags = min(nlags, n - 1)
-    x = y - y.mean()
-    denom = float(x @ x)
-    if n < 2 or denom <= 1e-12 * max(1.0, float(np.abs(y).max()) ** 2) * n:
-        return np.r_[1.0, np.zeros(max(nlags, 0))]
-    size = 1 << int(np.ceil(np.log2(2 * n)))
-    f = np.fft.rfft(x, size)
-    r = np.fft.irfft(f * np.conjugate(f), size)[: nlags + 1]
-    return r / denom
-
-
-def _detrend(y: np.ndarray) -> np.ndarray:
-    t = np.arange(len(y), dtype="float64")
-    slope, intercept = np.polyfit(t, y, 1)
-    return y - (slope * t + intercept)
-
-
-def dominant_period(
-    y: np.ndarray,
-    max_period: int | None = None,
-    min_acf: float = 0.25,
-    min_prominence: float = 0.1,
-    prefer: Sequence[int] = (),
-    robust: bool = True,
-) -> int | None:
-    """The dominant seasonal period of ``y`` in points, or ``None`` when it has no season.
-
-    The series (its ranks when ``robust``, so a few spikes do not hide a daily cycle) is linearly
-    detrended; the period is a peak of its autocorrelation that is at least ``min_acf`` high and rises
-    ``min_prominence`` above the lowest autocorrelation at shorter lags (so the slow decay of a smooth or
-    trending series is not a season). Of those peaks, the shortest whose height is within 90% of the
-    highest wins, so a multiple of the true period is not taken for it. Noise makes the top of a broad
-    peak wander: a period in ``prefer`` (say, a day or a week in steps) within 10% of the peak, with an
-    autocorrelation at least 80% of the peak's, is taken instead. NaNs are dropped; ``max_period``
-    defaults to a third of the points (three seasons are needed).
-    """
-    y = np.asarray(y, dtype="float64")
-    y = y[np.isfinite(y)]
-    n = len(y)
-    if n < 12:
-        return None
-    max_period = min(max_period or n // 3, n // 2)
-    if max_period < 2:
-        return None
-    if robust:
-        y = rankdata(y)
-    r = acf(_detrend(y), max_period + 1)
-    if len(r) < 4:
-        return None
-    mid = r[1:-1]
-    peaks = np.flatnonzero((mid >= r[:-2]) & (mid > r[2:])) + 1
-    peaks = peaks[(peaks >= 2) & (peaks <= max_period)]
-    if not len(peaks):
-        return None
-    running_min = np.minimum.accumulate(r)
-    ok = (r[peaks] >= min_acf) & (r[peaks] - running_min[peaks] >= min_prominence)
-    peaks = peaks[ok]
-    if not len(peaks):
-        return None
-    best = r[peaks].max()
-    period = int(peaks[r[peaks] >= 0.9 * best][0])
-    near = [int(q) for q in prefer if 2 <= q < len(r) and abs(q - period) <= 0.1 * period
-            and r[int(q)] >= 0.8 * r[period]]
-    return min(near, key=lambda q: abs(q - period)) if near else period
-
-
-def calendar_periods(step: pd.Timedelta | None) -> tuple[int, ...]:
-    """Seasons streams usually have — an hour, a day, a week — in points of ``step`` (whole ones)."""
-    if step is None or step <= pd.Timedelta(0):
-        return ()
-    spans = (pd.Timedelta("1h"), pd.Timedelta("1D"), pd.Timedelta("7D"))
-    return tuple(int(span // step) for span in spans if span % step == pd.Timedelta(0) and span // step >= 2)
-
-
-def seasonal_strength(y: np.ndarray, period: int | None) -> float:
-    """Strength of the season of ``period`` in ``y``: ``max(0, 1 - Var(R) / Var(S + R))``.
-
-    Trend is removed with a centred moving average of one period, the seasonal component ``S`` is the mean
-    of each phase, ``R`` what is left (Hyndman's F_S, with a classical decomposition in place of STL).
-    0 without a period or with fewer than two full seasons.
-    """
-    y = np.asarray(y, dtype="float64")
-    y = y[np.isfinite(y)]
-    if not period or period < 2 or len(y) < 2 * period:
-        return 0.0
-    trend = pd.Series(y).rolling(period, center=True, min_periods=1).mean().to_numpy()
-    detrended = y - trend
-    phase = np.arange(len(y)) % period
-    means = np.bincount(phase, weights=detrended, minlength=period) / np.bincount(phase, minlength=period)
-    remainder = detrended - means[phase]
-    total = detrended.var()
-    if total <= 1e-12 * max(1.0, float(np.abs(y).max()) ** 2):
-        return 0.0
-    return float(min(1.0, max(0.0, 1.0 - remainder.var() / total)))
+__all__ = ["FeatureExtractor", "rolling_features"]
 
 
 # -- rolling features ----------------------------------------------------------------------------

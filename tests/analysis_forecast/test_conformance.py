@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from nexus_kernel.analysis import ForecastStep
-from nexus_kernel.analysis.forecasters import BaseForecaster, Forecaster, forecasters
+from nexus_kernel.analysis.forecasting import BaseForecaster, Forecaster, forecasters
 
 # options that keep the suite fast; the algorithms are the same
 FAST: dict[str, dict] = {"gbm": {"max_iter": 25}}

@@ -9,12 +9,17 @@ import pytest
 
 MODULES = [
     "nexus_kernel.analysis.features",
-    "nexus_kernel.analysis.forecasters.ets",
-    "nexus_kernel.analysis.forecasters.gbm",
-    "nexus_kernel.analysis.forecasters.naive",
-    "nexus_kernel.analysis._forecast",
-    "nexus_kernel.analysis.backtest",
+    "nexus_kernel.analysis.seasonality",
+    "nexus_kernel.analysis.forecasting.ets",
+    "nexus_kernel.analysis.forecasting.gbm",
+    "nexus_kernel.analysis.forecasting.naive",
+    "nexus_kernel.analysis.forecasting.registry",
+    "nexus_kernel.analysis.forecasting.step",
+    "nexus_kernel.analysis.forecasting.backtest",
+    "nexus_kernel.analysis.forecasting.models",
     "nexus_kernel.analysis.models",
+    "nexus_kernel.analysis.detectors.holt_winters",
+    "nexus_kernel.analysis.detectors.seasonal",
 ]
 
 

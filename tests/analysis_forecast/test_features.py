@@ -4,13 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexus_kernel.analysis.features import (
-    FeatureExtractor,
-    acf,
-    dominant_period,
-    rolling_features,
-    seasonal_strength,
-)
+from nexus_kernel.analysis.features import FeatureExtractor, rolling_features
+from nexus_kernel.analysis.seasonality import acf, dominant_period, seasonal_strength
 
 
 def frame(n: int = 300, series: tuple[str, ...] = ("a", "b"), seed: int = 0) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import pytest
 
 import nexus_kernel.analysis as nka
 from nexus_kernel.analysis import FORECAST_COLUMNS, ForecastStep, backtest, forecast, summarize
-from nexus_kernel.analysis.backtest import coverage, mae, mase, mase_scale, smape
+from nexus_kernel.analysis.forecasting import coverage, mae, mase, mase_scale, smape
 
 
 def hourly(n: int = 24 * 14, series: str = "a", scale: float = 1.0, seed: int = 0) -> pd.DataFrame:
@@ -48,7 +48,8 @@ def test_forecast_accepts_a_series_and_a_plain_frame() -> None:
 def test_forecast_model_choice_and_errors() -> None:
     df = hourly()
     assert (forecast(df, horizon=2, model="gbm", max_iter=20)["model"] == "gbm").all()
-    with pytest.raises(LookupError, match="unknown forecasters 'nope'"):
+    known = r"\(known: ets, gbm, seasonal_naive; 'auto' = 'ets'\)"
+    with pytest.raises(LookupError, match=rf"unknown forecasters 'nope' {known}"):
         forecast(df, model="nope")
     with pytest.raises(ValueError, match="no numeric field"):
         forecast(df[["ts", "series"]])

@@ -9,8 +9,8 @@ from scipy.signal import lfilter
 from scipy.signal import lfiltic as scipy_lfiltic
 
 from nexus_kernel.analysis import backtest
-from nexus_kernel.analysis.forecasters import GradientBoosting, HoltWinters, SeasonalNaive
-from nexus_kernel.analysis.forecasters.ets import ets_polynomials, lfiltic
+from nexus_kernel.analysis.forecasting import GradientBoosting, HoltWinters, SeasonalNaive
+from nexus_kernel.analysis.forecasting.ets import ets_polynomials, lfiltic
 
 
 def seasonal(n: int, period: int = 24, noise: float = 0.3, trend: float = 0.0, seed: int = 0) -> pd.Series:

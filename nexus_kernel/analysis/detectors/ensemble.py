@@ -22,9 +22,11 @@ estimation``; mean and variance floors, reflected tail, red-zone filter), expres
 
 On the NAB subset the Numenta calibration scored well below the default with the same members:
 54.8 standard at ``threshold=4.5`` (36.5 at 2.5; 55.7 with ``learning=100, estimation=50``; 55.0
-with ``history=1000``) against 71.6; its held-out halves were no better (52.1 / 57.9 at 4.5) — a
-fixed-window Gaussian refitted every 100 points, reset-free, reacts later to a member's drift than the
-exponentially weighted one, and its red-zone filter caps the second of two extreme points.
+with ``history=1000``) against 71.6 (71.5 since the seasonal member finds its period with
+:func:`~nexus_kernel.analysis.seasonality.dominant_period`); its held-out halves were no better
+(52.1 / 57.9 at 4.5) — a fixed-window Gaussian refitted every 100 points, reset-free, reacts later to a
+member's drift than the exponentially weighted one, and its red-zone filter caps the second of two
+extreme points.
 
 Caveats: the default members (level shift, seasonal residual, BOCPD with ``max_run=32``,
 ``hazard=1/1000``, sequence novelty, robust z, relative entropy) and constants were chosen on the NAB
@@ -177,7 +179,8 @@ DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {
     "level_shift": {}, "seasonal": {}, "bocpd": {"max_run": 32, "hazard": 1 / 1000},
     "sequence": {}, "robust_z": {}, "relative_entropy": {}}
 # the three members added last speak a little lower: at full weight they added false alarms on the
-# NAB tweets (65.6 standard) that a shared 0.8 removes (71.6); see the caveats on how far to trust that
+# NAB tweets (65.6 standard) that a shared 0.8 removes (71.6; 71.5 with the one period finder, issue 11);
+# see the caveats on how far to trust that
 DEFAULT_WEIGHTS: dict[str, float] = {"sequence": 0.8, "robust_z": 0.8, "relative_entropy": 0.8}
 
 

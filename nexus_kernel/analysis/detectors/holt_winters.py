@@ -1,9 +1,18 @@
 """Holt-Winters residual: one-step-ahead error of additive Holt-Winters, in robust error scales.
 
 The level, trend and seasonal profile update in error-correction form; the seasonal period is found
-by :func:`~.seasonality.find_period` after ``season_search`` points (``period`` fixes it; no season is
-used when none is found). Errors beyond ``clip`` scales update the state as if they were ``clip`` away,
-so anomalies do not become the new normal at once.
+by :func:`~nexus_kernel.analysis.seasonality.find_period` after ``season_search`` points (``period`` fixes
+it; no season is used when none is found). Errors beyond ``clip`` scales update the state as if they were
+``clip`` away, so anomalies do not become the new normal at once.
+
+Not the forecaster: :class:`HoltWintersResidual` (detector ``"holt_winters"``) runs the recursion with
+*fixed* smoothing constants and clips what it learns from large errors — a detector must not adapt to the
+anomaly it is scoring — in a compiled loop over every point. The forecaster
+:class:`nexus_kernel.analysis.forecasting.HoltWinters` (forecaster ``"ets"``) *estimates* its smoothing by
+least squares and chooses trend and season by AIC, refitting every so many points. Sharing the
+forecaster's smoothing would refit an optimiser inside the scoring loop and let anomalies into the fit, so
+they stay two classes with two names; the registry names (``"holt_winters"``, ``"ets"``) are unchanged
+for saved specs.
 
 Parameters: ``alpha``, ``beta``, ``gamma`` (smoothing of level, trend, season), ``period``,
 ``season_search`` (points buffered before the period is chosen — the bounded warm-up),
@@ -14,9 +23,9 @@ Caveats: scores are 0 until ``season_search`` points have been seen.
 Example
 -------
 >>> import numpy as np
->>> from nexus_kernel.analysis.detectors import HoltWinters
+>>> from nexus_kernel.analysis.detectors import HoltWintersResidual
 >>> x = 10 + np.sin(2 * np.pi * np.arange(600) / 24); x[500] += 3
->>> r = HoltWinters(season_search=200).score_learn("s", x)
+>>> r = HoltWintersResidual(season_search=200).score_learn("s", x)
 >>> int(np.argmax(r.score))
 500
 
@@ -31,11 +40,11 @@ from numba import njit
 
 from ._base import Detector, Result, detectors
 from ._kernels import EPS
-from .seasonality import find_period
+from ..seasonality import find_period
 
 
 @njit(cache=True)
-def _hw(x, season, meta, alpha, beta, gamma, clip, score):
+def residual_kernel(x, season, meta, alpha, beta, gamma, clip, score):
     # meta: count, level, trend, scale(EW mean |e|), phase
     n = x.shape[0]
     p = season.shape[0]
@@ -67,7 +76,7 @@ def _hw(x, season, meta, alpha, beta, gamma, clip, score):
     return z, exp
 
 
-class _Seasonal(Detector):
+class SeasonalWarmup(Detector):
     """Shared warm-up: buffer ``season_search`` points, find the period, replay the buffer."""
 
     def new_state(self):
@@ -100,7 +109,7 @@ class _Seasonal(Detector):
 
 
 @detectors.register("holt_winters")
-class HoltWinters(_Seasonal):
+class HoltWintersResidual(SeasonalWarmup):
     name = "holt_winters"
     feature = "holt_winters_residual"
     statistic = "z"
@@ -112,4 +121,4 @@ class HoltWinters(_Seasonal):
         self.season_search, self.threshold, self.clip = season_search, threshold, clip
 
     def _kernel(self, x, state, score):
-        return _hw(x, state["season"], state["meta"], self.alpha, self.beta, self.gamma, self.clip, score)
+        return residual_kernel(x, state["season"], state["meta"], self.alpha, self.beta, self.gamma, self.clip, score)

@@ -29,7 +29,7 @@ from ._kernels import EPS
 
 
 @njit(cache=True)
-def _shift(x, meta, fast, slow, warmup, horizon, want_trend):
+def shift_kernel(x, meta, fast, slow, warmup, horizon, want_trend):
     # meta: count, fast mean, slow mean, slow mean |dev|, slope
     n = x.shape[0]
     stat = np.full(n, np.nan)
@@ -76,5 +76,5 @@ class LevelShift(Detector):
         return {"meta": np.zeros(5)}
 
     def _run(self, state, x):
-        s, exp = _shift(x, state["meta"], self.fast, self.slow, self.warmup, 1.0, False)
+        s, exp = shift_kernel(x, state["meta"], self.fast, self.slow, self.warmup, 1.0, False)
         return Result(self._score_of(s), s, exp)

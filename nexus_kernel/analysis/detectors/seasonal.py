@@ -22,11 +22,11 @@ Reference: Hyndman & Athanasopoulos, FPP §3 (classical decomposition), §8.3.
 from __future__ import annotations
 
 from ._base import detectors
-from .holt_winters import _hw, _Seasonal
+from .holt_winters import SeasonalWarmup, residual_kernel
 
 
 @detectors.register("seasonal")
-class Seasonal(_Seasonal):
+class Seasonal(SeasonalWarmup):
     name = "seasonal"
     feature = "seasonal_residual"
     statistic = "z"
@@ -38,4 +38,4 @@ class Seasonal(_Seasonal):
         self.season_search, self.threshold, self.clip = season_search, threshold, clip
 
     def _kernel(self, x, state, score):
-        return _hw(x, state["season"], state["meta"], self.alpha, 0.0, self.gamma, self.clip, score)
+        return residual_kernel(x, state["season"], state["meta"], self.alpha, 0.0, self.gamma, self.clip, score)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import Detector, Result, detectors
-from .level_shift import _shift
+from .level_shift import shift_kernel
 
 
 @detectors.register("trend")
@@ -36,5 +36,5 @@ class Trend(Detector):
         return {"meta": np.zeros(5)}
 
     def _run(self, state, x):
-        s, exp = _shift(x, state["meta"], self.fast, self.slow, self.warmup, float(self.horizon), True)
+        s, exp = shift_kernel(x, state["meta"], self.fast, self.slow, self.warmup, float(self.horizon), True)
         return Result(self._score_of(s), s, exp)

@@ -1,7 +1,7 @@
 """Seasonal naive: tomorrow looks like today — the baseline every forecaster must beat.
 
 The forecast for ``h`` steps ahead is the value one season earlier (the last value when there is no
-season). The season is detected on the fit window like :class:`~nexus_kernel.analysis.forecasters.ets.
+season). The season is detected on the fit window like :class:`~nexus_kernel.analysis.forecasting.ets.
 HoltWinters` does, or given. MASE is measured against this forecaster's in-sample errors.
 
 Parameters
@@ -11,7 +11,7 @@ season
 fit_window
     Last grid points used to detect the season.
 **base
-    :class:`~nexus_kernel.analysis.forecasters._base.BaseForecaster` options.
+    :class:`~nexus_kernel.analysis.forecasting.BaseForecaster` options.
 
 Example
 -------
@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nexus_kernel.analysis.features import calendar_periods, dominant_period
-from nexus_kernel.analysis.forecasters._base import BaseForecaster, forecasters
+from nexus_kernel.analysis.forecasting._base import BaseForecaster
+from nexus_kernel.analysis.forecasting.registry import forecasters
+from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period
 
 __all__ = ["SeasonalNaive"]
 

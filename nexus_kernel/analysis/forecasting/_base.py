@@ -1,5 +1,5 @@
-"""What every forecaster shares: the protocol, the registry, and a base class for the time grid,
-bad input, conformal bands and background refits.
+"""What every forecaster shares: the protocol and a base class for the time grid, bad input, conformal
+bands and background refits (the registry of names is :mod:`.registry`).
 
 A forecaster follows ONE series. It learns points as they arrive (``learn(ts, y)``) and forecasts a
 number of steps of its sampling interval ahead (``forecast(horizon, level)``, a frame with ``ts``,
@@ -45,11 +45,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from nexus_kernel._registry import Registry
-
-__all__ = ["Forecaster", "BaseForecaster", "forecasters", "empty_forecast"]
-
-forecasters: Registry[type] = Registry("forecasters")
+__all__ = ["Forecaster", "BaseForecaster", "empty_forecast"]
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()

@@ -1,7 +1,7 @@
 """Holt-Winters exponential smoothing with the seasonal period found automatically.
 
 Additive error, optional damped additive trend, optional additive season — ETS(A,N,N), (A,Ad,N),
-(A,N,A), (A,Ad,A) — chosen by AIC. The season length comes from :func:`~nexus_kernel.analysis.features.
+(A,N,A), (A,Ad,A) — chosen by AIC. The season length comes from :func:`~nexus_kernel.analysis.seasonality.
 dominant_period` on the fit window (or is given). Smoothing parameters are estimated by least squares of
 one-step errors.
 
@@ -19,6 +19,9 @@ Caveats
   the least squares.
 * Fitting costs O(fit_window · m) per likelihood evaluation; the fit window is bounded.
 * Additive only: a multiplicative season is approximated additively.
+* Not the anomaly detector ``"holt_winters"``
+  (:class:`~nexus_kernel.analysis.detectors.HoltWintersResidual`): that one runs fixed smoothing
+  constants and clips large errors so an anomaly does not become the norm; this one estimates them.
 
 Parameters
 ----------
@@ -34,7 +37,7 @@ horizon_check
     Keep the seasonal-naive corner of the model (α=0, γ=1: repeat the last season) when it forecast the
     fit window's last season better than the least-squares parameters did (needs three seasons).
 **base
-    :class:`~nexus_kernel.analysis.forecasters._base.BaseForecaster` options (freq, refit_every, ...).
+    :class:`~nexus_kernel.analysis.forecasting.BaseForecaster` options (freq, refit_every, ...).
 
 Example
 -------
@@ -63,8 +66,9 @@ from scipy.optimize import minimize
 from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
-from nexus_kernel.analysis.features import calendar_periods, dominant_period
-from nexus_kernel.analysis.forecasters._base import BaseForecaster, forecasters
+from nexus_kernel.analysis.forecasting._base import BaseForecaster
+from nexus_kernel.analysis.forecasting.registry import forecasters
+from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period
 
 __all__ = ["HoltWinters", "ets_polynomials"]
 

@@ -10,7 +10,7 @@ recursive: each step's forecast becomes the next step's lag.
 The band is split-conformal: the model is trained on the first ``1 - calibration_share`` of the fit
 window and its one-step errors on the rest calibrate the band, which widens as ``sqrt(h)`` (errors of
 a recursive forecast of changes add up). The season is detected as for
-:class:`~nexus_kernel.analysis.forecasters.ets.HoltWinters`, or given.
+:class:`~nexus_kernel.analysis.forecasting.ets.HoltWinters`, or given.
 
 Caveats
 -------
@@ -33,7 +33,7 @@ fit_window
 calibration_share
     Share of the fit window held out to calibrate the band.
 **base
-    :class:`~nexus_kernel.analysis.forecasters._base.BaseForecaster` options (``seed`` seeds the model).
+    :class:`~nexus_kernel.analysis.forecasting.BaseForecaster` options (``seed`` seeds the model).
 
 Example
 -------
@@ -61,8 +61,9 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-from nexus_kernel.analysis.features import calendar_periods, dominant_period
-from nexus_kernel.analysis.forecasters._base import BaseForecaster, forecasters
+from nexus_kernel.analysis.forecasting._base import BaseForecaster
+from nexus_kernel.analysis.forecasting.registry import forecasters
+from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period
 
 __all__ = ["GradientBoosting"]
 

@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nexus_kernel.analysis._forecast import _model_name, _normalise, make_forecaster
-from nexus_kernel.analysis.features import dominant_period
+from nexus_kernel.analysis.forecasting.frames import points_frame
+from nexus_kernel.analysis.forecasting.registry import ModelLike, forecaster_name, make_forecaster
+from nexus_kernel.analysis.seasonality import dominant_period
 from nexus_kernel.events import SERIES, TIME
 
 __all__ = ["backtest", "summarize", "mae", "mase", "smape", "coverage", "mase_scale"]
@@ -77,7 +78,7 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
 
 def backtest(
     df: pd.DataFrame | pd.Series,
-    model: Any = "auto",
+    model: ModelLike = "auto",
     horizon: int = 24,
     folds: int = 3,
     stride: int | None = None,
@@ -92,7 +93,7 @@ def backtest(
     Parameters
     ----------
     df
-        As for :func:`~nexus_kernel.analysis.forecast` (a frame, or a Series with a DatetimeIndex).
+        As for :func:`~nexus_kernel.analysis.forecasting.forecast` (a frame, or a Series with a DatetimeIndex).
     model, **options
         The forecaster (name, class or prototype) and its options.
     horizon
@@ -106,11 +107,12 @@ def backtest(
 
     Columns: ``series, origin, mae, mase, smape, coverage, n, seconds, model, season``.
     """
-    frame, fields = _normalise(df, time_column, [field] if field else None)
+    frame, fields = points_frame(df, time_column, [field] if field else None)
     field = fields[0]
     if SERIES not in frame.columns:
         frame = frame.assign(**{SERIES: ""})
     stride = int(stride or horizon)
+    name = forecaster_name(model)
     options.setdefault("background", False)
     rows = []
     for key, idx in frame.groupby(SERIES, sort=True, observed=True).indices.items():
@@ -141,7 +143,7 @@ def backtest(
                 "mase": mase(merged["y"], merged["yhat"], finite_train, m),
                 "smape": smape(merged["y"], merged["yhat"]),
                 "coverage": coverage(merged["y"], merged["lo"], merged["hi"]),
-                "n": len(merged), "seconds": seconds, "model": _model_name(model), "season": int(m),
+                "n": len(merged), "seconds": seconds, "model": name, "season": int(m),
             })
     return pd.DataFrame(rows, columns=["series", "origin", "mae", "mase", "smape", "coverage", "n",
                                        "seconds", "model", "season"])

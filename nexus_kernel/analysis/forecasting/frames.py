@@ -1,0 +1,110 @@
+"""Frames in and out of forecasting: points to forecast, and rows of the ``forecasts`` table.
+
+Every caller of the forecasters (``forecast()``, :class:`~nexus_kernel.analysis.forecasting.ForecastStep`,
+the backtests, the model pipeline) reads its input with :func:`points_frame` and writes its output with
+:func:`forecast_rows` and :func:`forecasts_frame`, so the schema has one definition.
+
+The ``forecasts`` schema is ``stream, series, field, model, made_at, ts, yhat, lo, hi, level``; frames are
+built with ``ts, series, yhat, lo, hi`` first (plot-ready). ``made_at`` is the time of the newest grid point
+a forecast was made from (its origin), not the wall clock: the same data gives the same rows, so storing a
+forecast again is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from nexus_kernel.analysis.forecasting._base import BaseForecaster
+from nexus_kernel.events import TIME, field_columns
+
+__all__ = ["FORECAST_COLUMNS", "points_frame", "horizon_steps", "forecast_rows", "forecasts_frame"]
+
+FORECAST_COLUMNS: tuple[str, ...] = (
+    "stream", "series", "field", "model", "made_at", "ts", "yhat", "lo", "hi", "level",
+)
+_PLOT_FIRST = ("ts", "series", "yhat", "lo", "hi")
+
+
+def points_frame(
+    df: pd.DataFrame | pd.Series,
+    time: str = TIME,
+    fields: Sequence[str] | None = None,
+    missing: Literal["raise", "skip"] = "raise",
+) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` with its time column named ``ts``, and the value fields to forecast.
+
+    Parameters
+    ----------
+    df
+        A frame with a ``time`` column (or a DatetimeIndex), or a Series with a DatetimeIndex (its name,
+        else ``"value"``, is the field).
+    fields
+        Value columns; default every numeric field column (:func:`nexus_kernel.events.field_columns`).
+    missing
+        A listed field absent from ``df``: ``"raise"`` (a notebook call: say so) or ``"skip"`` (a stream's
+        batch need not carry every field; the list may come back empty).
+
+    Raises ``ValueError`` without a time, or (``missing="raise"``) with no field to forecast.
+    """
+    if isinstance(df, pd.Series):
+        if not isinstance(df.index, pd.DatetimeIndex):
+            raise ValueError("a Series needs a DatetimeIndex")
+        df = pd.DataFrame({TIME: df.index, df.name or "value": df.to_numpy()})
+        time = TIME
+    if time not in df.columns:
+        if isinstance(df.index, pd.DatetimeIndex):
+            df = df.rename_axis(time).reset_index()
+        else:
+            raise ValueError(f"no '{time}' column and no DatetimeIndex")
+    df = df.rename(columns={time: TIME}) if time != TIME else df
+    if fields is None:
+        chosen = [c for c in field_columns(df) if pd.api.types.is_numeric_dtype(df[c])]
+    else:
+        chosen = list(fields)
+    absent = [f for f in chosen if f not in df.columns]
+    if missing == "skip":
+        chosen = [f for f in chosen if f in df.columns]
+    elif absent:
+        raise ValueError(f"no numeric field to forecast (missing: {absent})")
+    if not chosen and missing == "raise":
+        raise ValueError("no numeric field to forecast")
+    return df, chosen
+
+
+def horizon_steps(horizon: str | pd.Timedelta | int, step: pd.Timedelta) -> int:
+    """Steps of ``step`` that cover ``horizon`` (a duration, rounded up; or a number of steps)."""
+    if isinstance(horizon, (int, np.integer)):
+        if horizon < 0:
+            raise ValueError("horizon must be >= 0 steps")
+        return int(horizon)
+    span = pd.Timedelta(horizon)
+    if span <= pd.Timedelta(0):
+        raise ValueError("horizon must be positive")
+    return int(np.ceil(span / step))
+
+
+def forecast_rows(out: pd.DataFrame, stream: str, series: str, field: str, model: str,
+                  forecaster: BaseForecaster, level: float) -> pd.DataFrame:
+    """A forecaster's ``ts, yhat, lo, hi`` frame labelled with the keys of the ``forecasts`` table."""
+    made_at = out["ts"].iloc[0] - forecaster.step if len(out) else pd.NaT
+    return out.assign(stream=stream, series=series, field=field, model=model, made_at=made_at, level=level)
+
+
+def forecasts_frame(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Labelled parts as one frame of the ``forecasts`` schema (typed, plot columns first; empty: no rows)."""
+    columns = list(_PLOT_FIRST) + [c for c in FORECAST_COLUMNS if c not in _PLOT_FIRST]
+    if not parts:
+        frame = pd.DataFrame({c: pd.Series([], dtype="float64") for c in columns})
+    else:
+        frame = pd.concat(parts, ignore_index=True)[columns]
+    for c in ("stream", "series", "field", "model"):
+        frame[c] = frame[c].astype("string")
+    for c in ("ts", "made_at"):
+        frame[c] = pd.to_datetime(frame[c], utc=True).astype("datetime64[ns, UTC]")
+    for c in ("yhat", "lo", "hi", "level"):
+        frame[c] = frame[c].astype("float64")
+    return frame.reset_index(drop=True)

@@ -1,0 +1,170 @@
+"""``forecast(df)`` for notebooks and :class:`ForecastStep` for pipelines, monitors and the analyzer.
+
+Both keep one forecaster per (series, field) and return rows of the ``forecasts`` table schema (see
+:mod:`.frames`), ready to plot (``ts`` against ``yhat`` with a ``lo``–``hi`` band) and to
+``store.append("forecasts", ...)``.
+
+Example
+-------
+>>> import numpy as np, pandas as pd
+>>> ts = pd.date_range("2024-01-01", periods=24 * 14, freq="1h", tz="UTC")
+>>> df = pd.DataFrame({"ts": ts, "value": 10 + np.sin(np.arange(len(ts)) * 2 * np.pi / 24)})
+>>> out = forecast(df, horizon="6h")
+>>> list(out.columns[:5]), len(out)
+(['ts', 'series', 'yhat', 'lo', 'hi'], 6)
+>>> step = ForecastStep(horizon=3, background=False)
+>>> len(step(df.assign(series="a"))), len(step.latest("a"))
+(3, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nexus_kernel.analysis.forecasting._base import BaseForecaster
+from nexus_kernel.analysis.forecasting.frames import forecast_rows, forecasts_frame, horizon_steps, points_frame
+from nexus_kernel.analysis.forecasting.registry import ModelLike, forecaster_name, make_forecaster
+from nexus_kernel.events import SERIES, STREAM, TIME
+
+__all__ = ["forecast", "ForecastStep"]
+
+
+def forecast(
+    df: pd.DataFrame | pd.Series,
+    horizon: str | pd.Timedelta | int = "1h",
+    level: float = 0.9,
+    model: ModelLike = "auto",
+    fields: Sequence[str] | None = None,
+    time: str = TIME,
+    stream: str | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Forecast every series (and field) of ``df`` ``horizon`` ahead of its last point.
+
+    Parameters
+    ----------
+    df
+        A batch-contract frame, any frame with a time column (or DatetimeIndex) and numeric columns, or a
+        Series with a DatetimeIndex. Without a ``series`` column the frame is one series ``""``.
+    horizon
+        A duration (``"1h"``, a Timedelta: rounded up to whole sampling steps) or a number of steps.
+    level
+        Coverage of the ``lo``–``hi`` band.
+    model
+        ``"auto"``, a registered forecaster name (``"ets"``, ``"gbm"``, ``"seasonal_naive"``), a class
+        or a prototype instance. An unknown name raises ``LookupError`` naming the known ones.
+    fields
+        Value columns to forecast; default every numeric non-key column.
+    stream
+        Stream name for the output; default the frame's ``stream`` column (else ``""``).
+    **options
+        Passed to the forecaster (e.g. ``season=24``). Refits here run in the calling thread.
+
+    Returns the ``forecasts`` schema with ``ts, series, yhat, lo, hi`` first. A series too short to know
+    its step (one point) has no rows.
+    """
+    df, fields = points_frame(df, time, fields)
+    if SERIES not in df.columns:
+        df = df.assign(**{SERIES: ""})
+    options.setdefault("background", False)
+    name = forecaster_name(model)
+    parts = []
+    for key, rows in df.groupby(SERIES, sort=True, observed=True).indices.items():
+        part = df.iloc[rows]
+        stream_name = stream if stream is not None else (
+            str(part[STREAM].iloc[0]) if STREAM in part.columns else "")
+        for field in fields:
+            f = make_forecaster(model, **options)
+            f.learn(part[TIME], part[field].to_numpy(dtype="float64", na_value=np.nan))
+            if f.step is None:
+                continue
+            out = f.forecast(horizon_steps(horizon, f.step), level)
+            parts.append(forecast_rows(out, stream_name, str(key), field, name, f, level))
+    return forecasts_frame(parts)
+
+
+class ForecastStep:
+    """Learn each micro-batch, return fresh forecasts (``forecasts`` schema).
+
+    Keeps one forecaster per (series, field); a series seen for the first time mid-stream gets a new
+    one. After each batch, every (series, field) that received points and whose forecaster knows its
+    step emits ``horizon`` rows — or only every ``every`` learned points, to thin the output. A listed
+    field missing from a batch is skipped for that batch. Refits run in the background by default (see
+    :class:`~nexus_kernel.analysis.forecasting.BaseForecaster`): a call never waits for a fit, so a view
+    that must not block (a monitor page) can call this on its serving thread and read :meth:`latest`.
+
+    Parameters
+    ----------
+    model, horizon, level, fields, **options
+        As for :func:`forecast` (``background=False`` makes refits run in the call, reproducibly).
+    every
+        Emit a series' forecast only when it has learned at least this many points since its last one.
+    """
+
+    def __init__(
+        self,
+        model: ModelLike = "auto",
+        horizon: str | pd.Timedelta | int = "1h",
+        level: float = 0.9,
+        fields: Sequence[str] | None = None,
+        every: int = 1,
+        **options: Any,
+    ) -> None:
+        self.model = model
+        self.model_name = forecaster_name(model)  # fails now, with the known names, on a typo
+        self.horizon = horizon
+        self.level = float(level)
+        self.fields = list(fields) if fields is not None else None
+        self.every = max(1, int(every))
+        self.options = options
+        self.forecasters: dict[tuple[str, str], BaseForecaster] = {}
+        self._streams: dict[str, str] = {}
+        self._emitted: dict[tuple[str, str], int] = {}
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if batch.empty:
+            return forecasts_frame([])
+        batch, fields = points_frame(batch, TIME, self.fields, missing="skip")
+        if not fields:
+            return forecasts_frame([])
+        if SERIES not in batch.columns:
+            batch = batch.assign(**{SERIES: ""})
+        parts = []
+        for key, rows in batch.groupby(SERIES, sort=True, observed=True).indices.items():
+            part = batch.iloc[rows]
+            stream = self._streams[str(key)] = str(part[STREAM].iloc[0]) if STREAM in part.columns else ""
+            for field in fields:
+                ident = (str(key), field)
+                f = self.forecasters.get(ident)
+                if f is None:
+                    f = self.forecasters[ident] = make_forecaster(self.model, **self.options)
+                f.learn(part[TIME], part[field].to_numpy(dtype="float64", na_value=np.nan))
+                if f.step is None or f.n_points - self._emitted.get(ident, 0) < self.every:
+                    continue
+                self._emitted[ident] = f.n_points
+                parts.append(self._rows(ident, stream, f))
+        return forecasts_frame(parts)
+
+    def latest(self, series: str | Sequence[str] | None = None, fields: Sequence[str] | None = None
+               ) -> pd.DataFrame:
+        """The current forecast of ``series`` (default every one) from what was learned, learning
+        nothing: a refit that finished meanwhile is used, a pending one is not waited for."""
+        wanted = {series} if isinstance(series, str) else (set(series) if series is not None else None)
+        parts = [self._rows((key, field), self._streams.get(key, ""), f)
+                 for (key, field), f in sorted(self.forecasters.items())
+                 if (wanted is None or key in wanted) and (fields is None or field in fields)
+                 and f.step is not None]
+        return forecasts_frame([p for p in parts if len(p)])
+
+    def _rows(self, ident: tuple[str, str], stream: str, f: BaseForecaster) -> pd.DataFrame:
+        out = f.forecast(horizon_steps(self.horizon, f.step), self.level)
+        return forecast_rows(out, stream, ident[0], ident[1], self.model_name, f, self.level)
+
+    def wait(self) -> None:
+        """Finish every pending background refit."""
+        for f in self.forecasters.values():
+            f.wait()
