@@ -19,8 +19,11 @@ reason                 meaning
 =====================  ==============================================================
 ``missing_time``       no event time
 ``bad_time``           an event time that cannot be parsed
+``future``             an event time further ahead of the stream's clock than ``max_future``
 ``missing_series``     no series key
+``bad_series``         a series name that is too long or holds a control or format character
 ``unknown_series``     series not declared by a closed schema
+``bad_field``          a value in a field column whose name is too long, empty or holds such a character
 ``non_numeric``        a field value that is not a number
 ``not_finite``         a field value that is NaN, missing or infinite
 ``late``               event time behind the series' watermark by more than the allowed lateness
@@ -31,15 +34,33 @@ reason                 meaning
 
 A row with several faults is dead-lettered once, under the first reason in that table; lateness is
 judged only for rows that are otherwise valid.
+
+*The stream's clock* is the later of wall-clock UTC now and the source's own clock (the ``clock``
+callable a :class:`Validator` is given — a pipeline passes its source's
+:meth:`~nexus_kernel.engine.sources.Source.clock`): a simulator that runs ahead of real time has its own
+records judged against its own timeline, while a record from the network is judged against now. A
+``future`` record never moves a watermark, so one far-future time cannot make a series refuse every real
+record after it as ``late``. ``max_future=0`` means no slack at all (a sender whose clock runs a
+millisecond ahead is refused); ``Schema(max_future=None)`` turns the check off.
+
+*Names*: series and field names are at most ``max_name_length`` characters and hold no character of
+Unicode categories Cc (controls: NUL, ESC...), Cf (format: the bidi overrides and isolates U+202A–U+202E,
+U+2066–U+2069, zero-width characters, soft hyphen...), Cs (lone surrogates), Zl or Zp (line and paragraph
+separators) — what can spoof a name on a screen or break a log line. ZWJ and ZWNJ are Cf too, so emoji
+sequences and scripts that need them cannot be written in a name; look-alike letters (Cyrillic а for
+Latin a) are not caught. Each distinct name is checked once per batch, not once per row. A dead letter's
+detail shows the name escaped (``repr``) and cut to 40 characters, never raw.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -64,6 +85,11 @@ __all__ = [
     "empty_dead_letters",
     "make_dead_letters",
     "SeriesIds",
+    "Clock",
+    "future_bound",
+    "future_horizon",
+    "future_detail",
+    "name_fault",
 ]
 
 STREAM, SERIES, TIME, SEQ, ATTRS = "stream", "series", "ts", "seq", "attrs"
@@ -73,8 +99,11 @@ _RESERVED = frozenset((*KEY_COLUMNS, ATTRS))
 REASONS: tuple[str, ...] = (
     "missing_time",
     "bad_time",
+    "future",
     "missing_series",
+    "bad_series",
     "unknown_series",
+    "bad_field",
     "non_numeric",
     "not_finite",
     "late",
@@ -85,6 +114,72 @@ REASONS: tuple[str, ...] = (
 _REASON_RANK = {reason: rank for rank, reason in enumerate(REASONS)}
 
 DEAD_LETTER_COLUMNS: tuple[str, ...] = ("stream", "reason", "detail", "payload", "received_at", "seq")
+
+#: A source's own clock: the event time it has reached, or ``None`` to follow the wall clock.
+Clock = Callable[[], "pd.Timestamp | None"]
+
+_INT64_MAX = np.iinfo(np.int64).max
+# the newest time nanoseconds can hold is 2262-04-11: a bound further out than that checks nothing
+_LONGEST_FUTURE = timedelta(seconds=_INT64_MAX // 1_000_000_000)
+_SPOOFING = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))  # see "Names" in the module docstring
+_SHOWN = 40
+
+
+def future_bound(seconds: float) -> timedelta | None:
+    """The ``max_future`` setting (seconds) as a :class:`Schema` bound; ``None`` (no check) when it reaches
+    past what nanosecond times can hold (about 292 years, infinity included), since no time is that far ahead."""
+    if not seconds < _LONGEST_FUTURE.total_seconds():
+        return None
+    return timedelta(seconds=seconds)
+
+
+def future_horizon(max_future: timedelta, clock: Clock | None = None) -> tuple[int, int]:
+    """The stream's clock and the newest admissible event time (its clock plus ``max_future``), in ns
+    since the epoch.
+
+    The stream's clock is the later of wall-clock UTC now and ``clock()`` (when given and not ``None``),
+    so a source's clock can only widen what wall time admits. The horizon is capped at the newest time
+    nanoseconds hold.
+    """
+    now = time.time_ns()
+    reached = clock() if clock is not None else None
+    if reached is not None:
+        now = max(now, pd.Timestamp(reached).value)
+    return now, min(now + max_future // timedelta(microseconds=1) * 1000, _INT64_MAX)
+
+
+def future_detail(max_future: timedelta, now_ns: int) -> str:
+    """The detail of a ``future`` dead letter."""
+    return (f"event time more than {max_future.total_seconds():g} s ahead of the stream's clock "
+            f"({pd.Timestamp(now_ns, tz='UTC').isoformat()})")
+
+
+def name_fault(name: object, limit: int) -> str | None:
+    """Why ``name`` cannot name a series or a field, or ``None`` when it can.
+
+    A name is refused when it is empty, longer than ``limit`` characters, or holds a character of a
+    category in Cc, Cf, Cs, Zl, Zp. Cheap for ordinary names: ``str.isprintable`` (C) settles them, and
+    only names it rejects are looked at character by character.
+    """
+    text = str(name)
+    if not text:
+        return "is empty"
+    if len(text) > limit:
+        return f"is longer than {limit} characters"
+    if text.isprintable():
+        return None
+    for char in text:  # isprintable also rejects spaces beyond ASCII, private use and unassigned: allowed
+        if unicodedata.category(char) in _SPOOFING:
+            return f"holds the control or format character U+{ord(char):04X}"
+    return None
+
+
+def _shown_name(name: object) -> str:
+    """A name as a dead letter's detail shows it: escaped by ``repr``, cut to 40 characters."""
+    text = str(name)
+    if len(text) <= _SHOWN:
+        return repr(text)
+    return f"{text[:_SHOWN]!r}... ({len(text)} characters)"
 
 
 def field_columns(batch: pd.DataFrame) -> list[str]:
@@ -158,6 +253,12 @@ class Schema:
         How far behind the newest event time seen for its series a record may arrive.
     max_attr_bytes
         Largest UTF-8 size of a record's attributes as JSON.
+    max_future
+        How far ahead of the stream's clock an event time may be (``0``: not at all), as a timedelta or
+        in seconds (the ``max_future`` setting, turned into a timedelta by :func:`future_bound`);
+        ``None`` checks nothing.
+    max_name_length
+        Longest series or field name, in characters.
     """
 
     stream: str
@@ -165,6 +266,12 @@ class Schema:
     series: frozenset[str] | None = None
     allowed_lateness: timedelta = timedelta(seconds=60)
     max_attr_bytes: int = 4096
+    max_future: timedelta | float | None = timedelta(seconds=300)
+    max_name_length: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_future, (int, float)):  # seconds, as settings give it
+            object.__setattr__(self, "max_future", future_bound(self.max_future))
 
     @property
     def closed(self) -> bool:
@@ -190,6 +297,14 @@ class Validator:
     That state is bounded by the number of series. Rows come out in input order; ``seq`` is filled from
     a running counter where the source gave none.
 
+    Parameters
+    ----------
+    schema
+        What the stream accepts. A declared field whose name is refused (see "Names" in the module
+        docs) is no field: the values records give it are dead-lettered as ``bad_field``.
+    clock
+        The source's clock (see "The stream's clock" in the module docs); ``None``: wall clock only.
+
     Example
     -------
     >>> import pandas as pd
@@ -200,8 +315,15 @@ class Validator:
     (1, ['bad_time'])
     """
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, clock: Clock | None = None) -> None:
+        declared = schema.fields or ()
+        self._bad_declared = {name: fault for name in declared
+                              if (fault := name_fault(name, schema.max_name_length)) is not None}
+        if self._bad_declared:
+            schema = replace(schema, fields=tuple(f for f in declared if f not in self._bad_declared))
         self.schema = schema
+        self.clock = clock
+        self._series_faults: tuple[pd.Index, np.ndarray] | None = None  # last categories checked, their faults
         self._ids = SeriesIds()
         self._newest = np.empty(0, dtype=np.int64)
         self._next_seq = 0
@@ -215,6 +337,7 @@ class Validator:
         if n == 0:
             return Validated(empty_batch(self.schema.fields or ("value",)), empty_dead_letters())
         raw = raw.reset_index(drop=True)
+        received = raw  # what dead letters keep: the payload as it came, refused field names included
         reason = np.full(n, len(REASONS), dtype=np.int16)  # len(REASONS) means "good"
         detail = np.full(n, "", dtype=object)
 
@@ -226,11 +349,17 @@ class Validator:
                 detail[hit] = text if isinstance(text, str) else text[hit]
 
         ts = self._times(raw, flag)
+        self._future(ts, flag)
         series = self._series(raw, flag)
+        raw = self._without_bad_fields(raw, flag)  # before fields are inferred: a refused name is no field
         fields = self._fields(raw)
         values = {}
         for name in fields:
-            values[name] = self._numbers(raw[name], name, flag)
+            if name in raw.columns:
+                values[name] = self._numbers(raw[name], name, flag)
+            else:  # no record of the batch has this field (a lone record without "value", say)
+                flag(np.ones(n, dtype=bool), "not_finite", f"field '{name}' is missing")
+                values[name] = np.full(n, np.nan)
         attrs = self._attrs(raw, flag) if ATTRS in raw.columns else None
 
         candidate = reason == len(REASONS)
@@ -253,7 +382,7 @@ class Validator:
         if attrs is not None:
             good[ATTRS] = pd.array(attrs[keep], dtype="string")
         self._advance(series.codes[keep], series.categories, ts[keep])
-        dead = self._dead_letters(raw, ~good_mask, reason, detail, seq)
+        dead = self._dead_letters(received, ~good_mask, reason, detail, seq)
         return Validated(good, dead)
 
     # -- columns -------------------------------------------------------------------------------
@@ -275,6 +404,15 @@ class Validator:
         flag(missing, "missing_time", "event time is empty")
         flag(bad, "bad_time", "event time cannot be parsed")
         return parsed.dt.tz_convert(None).dt.as_unit("ns").to_numpy()  # naive UTC datetime64[ns]
+
+    def _future(self, ts: np.ndarray, flag: Callable[..., None]) -> None:
+        """Flag times further ahead of the stream's clock than ``max_future`` (NaT never is)."""
+        if self.schema.max_future is None:
+            return
+        now, horizon = future_horizon(self.schema.max_future, self.clock)
+        ahead = ts.view("int64") > horizon
+        if ahead.any():
+            flag(ahead, "future", future_detail(self.schema.max_future, now))
 
     @staticmethod
     def _parse_times(column: pd.Series) -> pd.Series:
@@ -307,11 +445,52 @@ class Validator:
         if empty.any():
             missing |= np.isin(keys.codes, np.flatnonzero(empty))
         flag(missing, "missing_series", "series key is empty")
-        if self.schema.series is not None:
+        faults = self._faults_of(keys.categories)
+        if faults is not None:
+            refused = faults != ""
+            per_row = np.maximum(keys.codes, 0)
+            flag(~missing & refused[per_row], "bad_series", faults[per_row])
+            # refused names leave the categories, so no good row, watermark or series id ever holds one
+            keys = keys.remove_categories(keys.categories[refused])
+        if self.schema.series is not None and len(keys.categories):
             declared = keys.categories.isin(list(self.schema.series))
-            unknown = ~missing & ~declared[np.maximum(keys.codes, 0)]
+            unknown = ~missing & (keys.codes >= 0) & ~declared[np.maximum(keys.codes, 0)]
             flag(unknown, "unknown_series", "series is not declared by the stream's schema")
         return keys
+
+    def _faults_of(self, categories: pd.Index) -> np.ndarray | None:
+        """Per category, why its name is refused as a series ("" when it is not); ``None``: none is.
+
+        Each distinct name is checked once per batch, and not at all when a source hands the same
+        categories again (the simulator, a replay of one file).
+        """
+        if self._series_faults is not None and self._series_faults[0] is categories:
+            return self._series_faults[1] if self._series_faults[1].size else None
+        limit = self.schema.max_name_length
+        faults = [name_fault(name, limit) for name in categories]
+        found = np.empty(0, dtype=object)
+        if any(fault is not None for fault in faults):  # an empty name is a fault too, but missing_series wins
+            found = np.array(["" if fault is None else f"series name {_shown_name(name)} {fault}"
+                              for fault, name in zip(faults, categories)], dtype=object)
+        self._series_faults = (categories, found)
+        return found if found.size else None
+
+    def _without_bad_fields(self, raw: pd.DataFrame, flag: Callable[..., None]) -> pd.DataFrame:
+        """``raw`` without the field columns whose name is refused; records with a value there are flagged.
+
+        Only columns that would be fields are judged: with declared fields, the other columns are
+        ignored anyway (and a declared field with a refused name was taken out of the schema).
+        """
+        if self.schema.fields is None:
+            limit = self.schema.max_name_length
+            refused = {name: fault for name in field_columns(raw) if (fault := name_fault(name, limit)) is not None}
+        else:
+            refused = {name: fault for name, fault in self._bad_declared.items() if name in raw.columns}
+        if not refused:
+            return raw
+        for name, fault in refused.items():
+            flag(raw[name].notna().to_numpy(), "bad_field", f"field name {_shown_name(name)} {fault}")
+        return raw.drop(columns=list(refused))
 
     def _fields(self, raw: pd.DataFrame) -> list[str]:
         if self.schema.fields is not None:
@@ -320,9 +499,7 @@ class Validator:
         return names or ["value"]
 
     @staticmethod
-    def _numbers(column: pd.Series | None, name: str, flag: Callable[..., None]) -> np.ndarray:
-        if column is None:
-            raise KeyError(name)
+    def _numbers(column: pd.Series, name: str, flag: Callable[..., None]) -> np.ndarray:
         if pd.api.types.is_float_dtype(column.dtype) or pd.api.types.is_integer_dtype(column.dtype):
             numbers = column.to_numpy(dtype="float64", na_value=np.nan)
             non_numeric = np.zeros(len(column), dtype=bool)

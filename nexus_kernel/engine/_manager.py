@@ -12,7 +12,14 @@ Any other transition is refused with :class:`StreamStateError`, whose message sa
 The registry file (``streams.json``) holds each stream's spec and its *desired* state. Several
 processes may share it: the CLI changes desired states; the process that runs the streams
 (``nexus up``) calls :meth:`StreamManager.reconcile` periodically and makes the running pipelines match.
-Writes are atomic (write, fsync, rename) under an exclusive ``flock``.
+Writes are atomic (write, fsync, rename) under an exclusive ``flock``; the file and its tmp file are
+owner-only (0600).
+
+Specs are data: every spec the manager saves or runs goes through :meth:`Pipeline.from_spec
+<nexus_kernel.engine.Pipeline.from_spec>` (registered sources, steps and transforms only; files only
+inside the data directories; secrets as references ``{"secret": "NAME"}``, never in clear). So a
+pipeline built in a notebook can be saved only if its steps are registered (a plain callable cannot)
+and its files lie in a data directory. ``status()`` rows never carry a secret or a DSN password.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..config import Settings
+from ..config import Settings, redact
 from ._pipeline import Pipeline, PipelineStateError
+from ._specs import SpecError
 
 __all__ = ["StreamManager", "StreamStateError", "NAME_PATTERN"]
 
@@ -95,7 +103,10 @@ class StreamManager:
 
     def _write(self, data: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
+        # owner-only: specs hold secret references, not secrets, but a registry of another version may not
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a tmp file left by an older version keeps its mode through O_TRUNC
+        with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.flush()
             os.fsync(fh.fileno())
@@ -150,9 +161,15 @@ class StreamManager:
         return target
 
     def start(self, name: str) -> str:
+        """Start a stream; a saved spec that is refused now (see :class:`~nexus_kernel.engine.SpecError`)
+        leaves the stream ``failed`` with the reason, and the error is raised."""
         state = self._transition(name, "start")
         if self.run:
-            self._run(name)
+            try:
+                self._run(name)
+            except SpecError as exc:
+                self._mark_failed(name, str(exc))
+                raise
         return state
 
     def pause(self, name: str) -> str:
@@ -194,6 +211,8 @@ class StreamManager:
                                                   "errors", "last_error", "dead_letter_reasons")})
                 if live["state"] == "failed":
                     row["state"] = "failed"
+            if row["last_error"]:  # a pipeline scrubs its own; this covers errors saved by older versions
+                row["last_error"] = redact(str(row["last_error"]))
             rows.append(row)
         return rows[0] if name else rows
 
@@ -224,7 +243,11 @@ class StreamManager:
         started = []
         for name, entry in self.streams().items():
             if entry["state"] in ("running", "paused"):
-                self._run(name)
+                try:
+                    self._run(name)
+                except SpecError as exc:  # one refused spec must not keep the others from running
+                    self._mark_failed(name, str(exc))
+                    continue
                 if entry["state"] == "paused":
                     self.pipelines[name].pause()
                 started.append(name)
@@ -259,6 +282,8 @@ class StreamManager:
                     self._halt(name)
             except PipelineStateError:
                 pass  # raced with the pipeline's own end; the next reconcile sees the new state
+            except SpecError as exc:  # a spec saved by another process that this one refuses
+                self._mark_failed(name, str(exc))
 
     def _mark_failed(self, name: str, error: str | None) -> None:
         with self._locked() as data:

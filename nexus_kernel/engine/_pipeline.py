@@ -34,9 +34,11 @@ import streamz
 from ..config import Settings, load_settings
 from ..events import TIME, DeadLetterQueue, make_dead_letters
 from ._loop import running_loop, submit
+from ._specs import SpecError, refuse_clear_secrets, resolve_secrets, scrub
 from ._steps import Apply, Filter, Sink, StepContext, Validate, bind, flush, spec_of, steps
 from ._windows import Window
 from .sources import BoundedBuffer, Source
+from .sources import sources as registered_sources
 
 __all__ = ["Pipeline", "PipelineStateError", "rebatch"]
 
@@ -110,6 +112,8 @@ class Pipeline:
         self._collected: list[pd.DataFrame] | None = None
         self._counting = False
         self._dead_letters_stored = False
+        self._secrets: frozenset[str] = frozenset()  # values resolved from secret references: never shown
+        self._given: dict[str, Any] | None = None  # the source and steps as from_spec received them
 
     # -- building ------------------------------------------------------------------------------
 
@@ -139,11 +143,15 @@ class Pipeline:
         """Per-series event-time windows (see :class:`~nexus_kernel.engine.Window`)."""
         return self.then(Window(size, agg=agg, **params))
 
-    def apply(self, func: Callable[[pd.DataFrame], pd.DataFrame | None], **kwargs: Any) -> "Pipeline":
-        return self.then(Apply(func, **kwargs))
+    def apply(self, transform: str | Callable[..., pd.DataFrame | None], /, **params: Any) -> "Pipeline":
+        """Transform batches: a registered transform by name (``apply("scale", factor=2)``, savable in a
+        spec) or any callable (in-process only; see :class:`~nexus_kernel.engine.Apply`)."""
+        return self.then(Apply(transform, **params))
 
-    def filter(self, predicate: Callable[[pd.DataFrame], Any] | str) -> "Pipeline":
-        return self.then(Filter(predicate))
+    def filter(self, predicate: str | Callable[[pd.DataFrame], Any], /, **params: Any) -> "Pipeline":
+        """Keep rows: a registered predicate by name (``filter("series_in", series=["a"])``) or a
+        callable returning a boolean mask (in-process only). pandas query strings are not accepted."""
+        return self.then(Filter(predicate, **params))
 
     def sink(self, target: Any, topic: str = "points") -> "Pipeline":
         """Write each batch to a store, a bus or a callable, and pass it on."""
@@ -206,22 +214,59 @@ class Pipeline:
         return list(self._steps)
 
     def spec(self) -> dict[str, Any]:
-        """A JSON-able description that :meth:`from_spec` rebuilds (registered steps only)."""
+        """A JSON-able description that :meth:`from_spec` rebuilds (registered steps only).
+
+        A pipeline built by :meth:`from_spec` describes its source and those steps as its spec gave them,
+        secret references included — never the secrets they resolved to.
+        """
+        given = self._given or {}
+        steps = list(given.get("steps", []))
         return {
             "name": self.name,
-            "source": self.source.spec(),
-            "steps": [spec_of(s) for s in self._steps],
+            "source": given.get("source") or self.source.spec(),
+            "steps": steps + [spec_of(s) for s in self._steps[len(steps):]],
             "batch": {"size": self._batch_size, "interval": self._batch_interval},
         }
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], settings: Settings | None = None) -> "Pipeline":
-        from .sources import make
+        """Build a pipeline from a spec — data from the network, the CLI or ``streams.json``.
 
-        source = make(spec["source"]["kind"], **spec["source"].get("params", {}))
+        This is the spec boundary (see :mod:`nexus_kernel.engine._specs`): sources, steps and transforms
+        come from registries by name; a secret is a reference ``{"secret": "NAME"}`` resolved here through
+        ``settings.secret``, and one given in clear is refused; file sources read only inside the data
+        directories. Raises :class:`~nexus_kernel.engine.SpecError` (a ``ValueError`` whose ``field``
+        says where) for anything it refuses; its message never holds a resolved secret.
+        """
+        settings = settings or load_settings()
+        if not isinstance(spec, dict) or not isinstance(spec.get("source"), dict):
+            raise SpecError("a stream spec needs a 'source': {\"kind\": ..., \"params\": {...}}", field="source")
+        source_spec = {"kind": spec["source"].get("kind"), "params": dict(spec["source"].get("params") or {})}
+        step_specs = [{"kind": item.get("kind"), "params": dict(item.get("params") or {})}
+                      if isinstance(item, dict) else item for item in spec.get("steps") or []]
+        found: set[str] = set()
+        refuse_clear_secrets(source_spec["params"], "source.params")
+        params = resolve_secrets(source_spec["params"], settings, "source.params", found)
+        try:
+            factory = registered_sources.get(str(source_spec["kind"]))
+            source = factory.from_spec(settings, **params)
+        except SpecError as exc:
+            raise SpecError(scrub(str(exc), found), field=exc.field) from None
+        except (LookupError, TypeError, ValueError, ArithmeticError, OSError) as exc:
+            raise SpecError(f"source '{source_spec['kind']}': {scrub(str(exc), found)}", field="source") from None
         pipe = cls(source, name=spec.get("name"), settings=settings)
-        for item in spec.get("steps", []):
-            pipe.step(item["kind"], **item.get("params", {}))
+        for index, item in enumerate(step_specs):
+            where = f"steps.{index}"
+            if not isinstance(item, dict):
+                raise SpecError(f"{where} must be {{\"kind\": ..., \"params\": {{...}}}}", field=where)
+            refuse_clear_secrets(item["params"], f"{where}.params")
+            step_params = resolve_secrets(item["params"], settings, f"{where}.params", found)
+            try:
+                pipe.step(str(item["kind"]), **step_params)
+            except (LookupError, TypeError, ValueError, ArithmeticError) as exc:
+                raise SpecError(f"{where} ('{item['kind']}'): {scrub(str(exc), found)}", field=where) from None
+        pipe._secrets = frozenset(found)
+        pipe._given = {"source": source_spec, "steps": step_specs}
         batch = spec.get("batch") or {}
         return pipe.batch(batch.get("size"), batch.get("interval"))
 
@@ -337,7 +382,7 @@ class Pipeline:
         if not self._counting:
             self._tail().sink(self._count_out)
             self._counting = True
-        context = StepContext(self.name, self.settings, self.dead_letters, self.services)
+        context = StepContext(self.name, self.settings, self.dead_letters, self.services, clock=self.source.clock)
         for step in self._steps:
             bind(step, context)
         store = self.services.get("store")
@@ -365,7 +410,7 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - a failing source fails the stream, visibly
             final = "failed"
             self.failed_at = time.time()
-            self.last_error = f"source: {type(exc).__name__}: {exc}"
+            self.last_error = scrub(f"source: {type(exc).__name__}: {exc}", self._secrets)
             self.errors += 1
         finally:
             self._flush()
@@ -403,8 +448,8 @@ class Pipeline:
 
     def _step_failed(self, name: str, exc: Exception, batch: pd.DataFrame) -> None:
         self.errors += 1
-        self.last_error = f"{name}: {type(exc).__name__}: {exc}"
-        detail = f"step '{name}' failed: {type(exc).__name__}: {exc}"
+        self.last_error = scrub(f"{name}: {type(exc).__name__}: {exc}", self._secrets)
+        detail = scrub(f"step '{name}' failed: {type(exc).__name__}: {exc}", self._secrets)
         if batch is not None and len(batch):
             self.dead_letters.put(make_dead_letters(batch, self.name, "processing_error", detail))
         if self.settings.log_level == "debug":

@@ -11,6 +11,10 @@ passes it on, so sinks can be chained.
 Built-in steps register themselves here by name (``validate``, ``apply``, ``filter``, ``window``,
 ``sink``); the :class:`~nexus_kernel.engine.Pipeline` exposes each registered step as a chainable
 method, as streamz does with ``Stream.register_api``.
+
+``apply`` and ``filter`` take a registered *transform* / *predicate* by name (see
+:mod:`nexus_kernel.engine._transforms`) — what a stream spec may name — or, in-process only, a
+Python callable. Nothing here imports a module named by a spec.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import pandas as pd
 
 from .._registry import Registry
 from ..config import Settings
-from ..events import DeadLetterQueue, Schema, Validator
+from ..events import Clock, DeadLetterQueue, Schema, Validator
+from ._transforms import Predicate, Transform, TransformError, make_transform, transforms
 
 __all__ = [
     "Step",
@@ -47,6 +52,7 @@ class StepContext:
     settings: Settings
     dead_letters: DeadLetterQueue
     services: dict[str, Any] = field(default_factory=dict)  # store, bus, cache when configured
+    clock: Clock | None = None  # the source's clock (Source.clock); None: the wall clock
 
 
 @runtime_checkable
@@ -101,6 +107,7 @@ class Validate:
     def bind(self, context: StepContext) -> None:
         if self.validator is not None and self.context is not None and self.context.stream == context.stream:
             self.context = context
+            self.validator.clock = context.clock
             return
         s = context.settings
         schema = Schema(
@@ -110,8 +117,9 @@ class Validate:
             allowed_lateness=timedelta(seconds=self.params["lateness"] if self.params["lateness"] is not None
                                        else s.allowed_lateness),
             max_attr_bytes=self.params["max_attr_bytes"] or s.max_attr_bytes,
+            max_future=s.max_future, max_name_length=s.max_name_length,
         )
-        self.validator = Validator(schema)
+        self.validator = Validator(schema, clock=context.clock)
         self.context = context
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None:
@@ -127,41 +135,104 @@ class Validate:
 
 @steps.register("apply")
 class Apply:
-    """Any function DataFrame → DataFrame (or None). Saved by name only when the function is importable."""
+    """Transform each batch with a registered transform (by name), or, in-process, any Python callable.
+
+    Parameters
+    ----------
+    transform
+        The name of a registered transform (see :mod:`nexus_kernel.engine._transforms`), a
+        :class:`~nexus_kernel.engine.Transform`, or a callable ``DataFrame → DataFrame | None``.
+    params
+        The transform's parameters (checked by its model), or keyword arguments of the callable.
+
+    Caveat: only a registered transform can be saved in a stream spec; a plain callable keeps the
+    pipeline in-process. A spec never names an import path.
+    """
 
     kind = "apply"
 
-    def __init__(self, func: Callable[[pd.DataFrame], pd.DataFrame | None] | str, **kwargs: Any) -> None:
-        if isinstance(func, str):
-            func = _import(func)
-        self.func = func
-        self.kwargs = kwargs
+    def __init__(self, transform: str | Callable[..., pd.DataFrame | None] | None = None, **params: Any) -> None:
+        if isinstance(transform, str):
+            self.func: Callable[..., pd.DataFrame | None] = _registered(transform, params, "apply", "transform")
+            self.kwargs: dict[str, Any] = {}
+        elif callable(transform):
+            self.func, self.kwargs = transform, params
+        else:
+            raise TransformError(_needs_a_name("apply", "transform", params))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None:
         return self.func(batch, **self.kwargs)
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "params": {"func": _dotted(self.func), **self.kwargs}}
+        if isinstance(self.func, Transform) and not self.kwargs:
+            return {"kind": self.kind, "params": self.func.spec()}
+        raise TypeError(
+            f"apply step {self.func!r} is a plain callable and cannot be saved in a stream spec; register it "
+            "as a transform (nexus_kernel.engine.transforms.register(name)) and apply it by name")
 
 
 @steps.register("filter")
 class Filter:
-    """Keep the rows for which ``predicate(batch)`` (a boolean Series) is true, or a ``query`` string."""
+    """Keep the rows a registered predicate (by name) accepts, or, in-process, where a callable
+    ``DataFrame → boolean Series`` is true.
+
+    Parameters
+    ----------
+    predicate
+        The name of a registered :class:`~nexus_kernel.engine.Predicate` (``series_in``,
+        ``value_between``...), a Predicate, or a callable returning a boolean mask.
+    params
+        The predicate's parameters (only with a name).
+
+    pandas ``query`` strings are not accepted: ``DataFrame.query`` can call functions and reach
+    attributes, so a query string would be code (write ``lambda b: b.eval("value > 3")`` in a notebook).
+    """
 
     kind = "filter"
 
-    def __init__(self, predicate: Callable[[pd.DataFrame], Any] | str) -> None:
-        self.predicate = predicate
+    def __init__(self, predicate: str | Callable[[pd.DataFrame], Any] | None = None, **params: Any) -> None:
+        if isinstance(predicate, str):
+            found = _registered(predicate, params, "filter", "predicate")
+            if not isinstance(found, Predicate):
+                raise TransformError(f"filter: '{predicate}' transforms batches but is not a predicate; use it "
+                                     f"with apply (predicates: {', '.join(_predicates())})")
+            predicate = found
+        elif not callable(predicate):
+            raise TransformError(_needs_a_name("filter", "predicate", params))
+        elif params:
+            raise TransformError(f"filter: parameters {sorted(params)} go with a registered predicate's name only")
+        self.predicate: Callable[[pd.DataFrame], Any] = predicate
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        if isinstance(self.predicate, str):
-            return batch.query(self.predicate)
+        if isinstance(self.predicate, Predicate):
+            return self.predicate(batch)
         return batch[self.predicate(batch)]
 
     def spec(self) -> dict[str, Any]:
-        if isinstance(self.predicate, str):
-            return {"kind": self.kind, "params": {"predicate": self.predicate}}
-        return spec_of(self.predicate)
+        if isinstance(self.predicate, Predicate):
+            described = self.predicate.spec()
+            return {"kind": self.kind, "params": {"predicate": described.pop("transform"), **described}}
+        raise TypeError(
+            f"filter predicate {self.predicate!r} is a plain callable and cannot be saved in a stream spec; "
+            "register it as a Predicate (nexus_kernel.engine.transforms.register(name)) and filter by name")
+
+
+def _predicates() -> list[str]:
+    return [name for name, member in transforms.items() if issubclass(member, Predicate)]
+
+
+def _registered(name: str, params: dict[str, Any], step: str, role: str) -> Transform:
+    if name not in transforms:
+        known = _predicates() if role == "predicate" else transforms.names()
+        extra = "; pandas query strings are not accepted" if role == "predicate" else ""
+        raise TransformError(f"{step}: unknown {role} '{name[:80]}' (registered: {', '.join(known)}){extra}")
+    return make_transform(name, **params)
+
+
+def _needs_a_name(step: str, role: str, params: dict[str, Any]) -> str:
+    given = f" (got parameters {sorted(params)[:10]})" if params else ""
+    return (f"{step} needs '{role}': the name of a registered {role}{given}; import paths and code are not "
+            f"accepted in a stream spec (registered: {', '.join(transforms.names())})")
 
 
 @sinks.register("callable")
@@ -193,25 +264,6 @@ class Sink:
         else:
             target(batch)
         return batch
-
-
-def _dotted(func: Callable[..., Any]) -> str:
-    module, name = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-    if not module or "<" in name or module == "__main__":
-        raise TypeError(f"{func!r} is not importable by name and cannot be saved in a stream spec")
-    return f"{module}:{name}"
-
-
-def _import(dotted: str) -> Callable[..., Any]:
-    import importlib
-
-    module, _, name = dotted.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{dotted} is not callable")
-    return obj
 
 
 def accepts(func: Callable[..., Any], name: str) -> bool:

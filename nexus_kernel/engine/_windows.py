@@ -10,6 +10,15 @@ The *watermark* of a stream is the newest event time seen minus ``allowed_latene
 emitted, once, when its end is at or behind the watermark. A record whose window has already been
 emitted is *late*: it goes to the dead-letter queue with reason ``late`` and changes nothing.
 
+A record further ahead of the stream's clock than the ``max_future`` setting goes to the dead-letter
+queue with reason ``future`` and changes nothing either — above all not the watermark, which one
+far-future record would otherwise push past every real record to come (all of them ``late``, every
+window emitted at once). The validator already refuses such records; the window judges them again so
+that a pipeline without a ``validate`` step before its window is not poisoned. The stream's clock is the
+one the validator uses (:func:`~nexus_kernel.events.future_horizon`: the later of wall-clock UTC and the
+source's clock, which the pipeline passes in the step context). A window that was never bound to a
+pipeline has no settings and no source: it trusts its input and checks nothing.
+
 Output columns: ``stream, series, window_start, window_end``, then ``<field>_<agg>`` for every field
 and aggregate (``count, sum, mean, min, max, first, last, std, var``). Session windows end at their last
 record plus the gap.
@@ -31,12 +40,14 @@ Example
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from ..events import SERIES, TIME, SeriesIds, field_columns, make_dead_letters
+from ..events import (SERIES, TIME, Clock, SeriesIds, field_columns, future_bound, future_detail, future_horizon,
+                      make_dead_letters)
 from ._steps import StepContext, steps
 
 __all__ = ["Window", "AGGREGATES"]
@@ -179,7 +190,10 @@ class Window:
         self._ids = SeriesIds()
         self.context: StepContext | None = None
         self.stream = "stream"
-        self.late = 0
+        self.late = 0  # records dead-lettered as late
+        self.future = 0  # records dead-lettered as ahead of the stream's clock
+        self._max_future: timedelta | None = None  # None until bound: nothing is judged as future
+        self._clock: Clock | None = None
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -197,6 +211,8 @@ class Window:
         self.stream = context.stream
         if self.lateness is None:
             self.lateness = float(context.settings.allowed_lateness)
+        self._max_future = future_bound(context.settings.max_future)
+        self._clock = context.clock
 
     @property
     def open_windows(self) -> int:
@@ -217,10 +233,14 @@ class Window:
         sid = self._series_ids(batch[SERIES])
         values = {f: batch[f].to_numpy(dtype="float64") if f in batch.columns else np.full(len(batch), np.nan)
                   for f in self.fields}
-        late = self._late(sid, t)
+        future = self._future(batch, t)
+        late = self._late(sid, t) & ~future
         if late.any():
-            self._dead_letter(batch.loc[late])
-            keep = ~late
+            self._dead_letter(batch.loc[late], "late", "window already emitted (event time behind the watermark)")
+            self.late += int(late.sum())
+        refused = future | late
+        if refused.any():
+            keep = ~refused
             sid, t, values = sid[keep], t[keep], {f: v[keep] for f, v in values.items()}
         if len(t):
             self._absorb(_Partials.of_records(sid, t, values))
@@ -245,6 +265,17 @@ class Window:
     @property
     def _names(self) -> list[str]:
         return self._ids.names
+
+    def _future(self, batch: pd.DataFrame, t: np.ndarray) -> np.ndarray:
+        """Rows ahead of the stream's clock by more than ``max_future``, dead-lettered here."""
+        if self._max_future is None:
+            return np.zeros(len(t), dtype=bool)
+        now, horizon = future_horizon(self._max_future, self._clock)
+        future = t > horizon
+        if future.any():
+            self._dead_letter(batch.loc[future], "future", future_detail(self._max_future, now))
+            self.future += int(future.sum())
+        return future
 
     def _late(self, sid: np.ndarray, t: np.ndarray) -> np.ndarray:
         if self.watermark is None:
@@ -351,12 +382,10 @@ class Window:
                 result[f"{f}_{a}"] = values[a]
         return pd.DataFrame(result)
 
-    def _dead_letter(self, records: pd.DataFrame) -> None:
-        self.late += len(records)
+    def _dead_letter(self, records: pd.DataFrame, reason: str, detail: str) -> None:
         if self.context is None or records.empty:
             return
-        self.context.dead_letters.put(make_dead_letters(
-            records, self.stream, "late", "window already emitted (event time behind the watermark)"))
+        self.context.dead_letters.put(make_dead_letters(records, self.stream, reason, detail))
 
 
 def _nanoseconds(column: pd.Series) -> np.ndarray:

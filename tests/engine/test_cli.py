@@ -101,7 +101,7 @@ def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(t
         refused = httpx.get(f"{url}/api/streams", headers={"Authorization": "Bearer nope"}, timeout=10)
         assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
         monitor = re.search(r"monitor: (http://\S+)", text).group(1)
-        page = httpx.get(monitor, timeout=20)
+        page = httpx.get(monitor, timeout=20, follow_redirects=True)  # its login token → a session cookie
         assert page.status_code == 200 and "bokeh" in page.text.lower()
     finally:
         proc.send_signal(signal.SIGINT)
@@ -119,10 +119,11 @@ def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(t
 
 
 def test_a_second_up_on_the_same_home_is_refused(tmp_path):
+    from nexus_kernel._home_lock import HomeLock
+
     home = tmp_path / "home"
-    home.mkdir()
-    (home / "up.pid").write_text(str(os.getpid()))  # a live process owns the home
-    out = nexus("up", "--headless", "--duration", "1", home=home)
+    with HomeLock(home):  # a live process owns the home
+        out = nexus("up", "--headless", "--duration", "1", home=home)
     assert out.returncode == 1 and "nexus up is already running" in out.stderr
 
 

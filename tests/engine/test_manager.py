@@ -95,8 +95,10 @@ def test_reconcile_applies_changes_made_by_another_process(settings):
     assert "x" not in runner.pipelines
 
 
-def test_a_failed_stream_is_recorded_as_failed(settings, tmp_path):
-    missing = tmp_path / "gone.csv"
+def test_a_failed_stream_is_recorded_as_failed(settings):
+    data = settings.home / "data"  # a saved stream reads files only inside the data directories
+    data.mkdir(parents=True)
+    missing = data / "gone.csv"
     missing.write_text("timestamp,value\n2024-01-01,1\n")
     m = StreamManager(settings)
     m.create("r", Pipeline.from_source(sources.replay(missing), settings=settings).validate())
@@ -108,6 +110,7 @@ def test_a_failed_stream_is_recorded_as_failed(settings, tmp_path):
     m.reconcile()
     entry = m.streams()["r"]
     assert entry["state"] == "failed" and "gone.csv" in entry["error"]
+    assert m.streams()["r"]["spec"]["source"]["params"]["path"] == str(missing)  # absolute: any cwd rebuilds it
     assert m.status("r")["last_error"].startswith("source: FileNotFoundError")
     assert m.start("r") == "running"  # a failed stream may be started again (here it fails again)
 

@@ -110,12 +110,18 @@ def test_stop_flushes_open_windows(settings):
 
 def test_spec_round_trip(settings):
     sim = sources.simulator(series=2, rate=None, seed=5, limit=100)
-    pipe = Pipeline.from_source(sim, name="plant", settings=settings).validate().window("30s", agg=["max"])
+    pipe = (Pipeline.from_source(sim, name="plant", settings=settings).validate()
+            .apply("scale", factor=2.0).filter("series_in", series=["s0000"]).window("30s", agg=["max"]))
     spec = pipe.spec()
+    assert spec["steps"][1] == {"kind": "apply", "params": {"transform": "scale", "fields": ["value"],
+                                                            "factor": 2.0, "offset": 0.0}}
+    assert spec["steps"][2] == {"kind": "filter", "params": {"predicate": "series_in", "series": ["s0000"]}}
     again = Pipeline.from_spec(spec, settings)
     assert again.spec() == spec and again.name == "plant"
     with pytest.raises(TypeError, match="cannot be saved"):
         Pipeline.from_source(sim, settings=settings).apply(lambda b: b).spec()
+    with pytest.raises(TypeError, match="cannot be saved"):
+        Pipeline.from_source(sim, settings=settings).filter(lambda b: b["value"] > 0).spec()
 
 
 def test_rebatch_by_size_and_by_time():

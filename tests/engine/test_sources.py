@@ -60,8 +60,9 @@ def test_simulator_injects_labelled_anomalies_of_every_kind():
 
 
 def test_simulator_corrupts_a_fraction_on_request():
-    data = pd.concat(take(sources.simulator(series=5, rate=None, seed=2, limit=20_000, bad_rate=0.01)))
-    good, dead = Validator(Schema("sensors"))(data)
+    sim = sources.simulator(series=5, rate=None, seed=2, limit=20_000, bad_rate=0.01)
+    data = pd.concat(take(sim))
+    good, dead = Validator(Schema("sensors"), clock=sim.clock)(data)  # it runs ahead of the wall clock
     assert 100 < len(dead) < 350
     assert set(dead["reason"]) <= {"bad_time", "non_numeric", "not_finite", "late"}
     assert len(good) + len(dead) == 20_000

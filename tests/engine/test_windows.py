@@ -90,6 +90,31 @@ def test_too_late_records_go_to_dead_letters_with_reason_late():
     assert list(final["value_count"]) == [2]
 
 
+@pytest.mark.parametrize("kind", ["tumbling", "sliding", "session"])
+def test_a_far_future_record_is_dead_lettered_and_never_moves_the_watermark(kind):
+    w = Window("1min", agg=["count"], kind=kind, slide="30s" if kind == "sliding" else None, lateness=0)
+    dlq = bound(w)
+    far = (pd.Timestamp("2200-01-01", tz="UTC") - T0).total_seconds()
+    assert w(batch([("a", 10, 1.0), ("a", far, 2.0)])) is None
+    assert w.watermark == (T0 + pd.Timedelta("10s")).value and w.future == 1
+    assert dlq.counts() == {"future": 1} and "ahead of the stream's clock" in dlq.recent()["detail"].iat[0]
+    run(w, [batch([("a", 20, 3.0), ("a", 130, 4.0)])])
+    assert dlq.counts() == {"future": 1} and w.late == 0  # the records after it are not late
+
+
+def test_a_window_judges_the_future_by_its_source_clock_and_unbound_checks_nothing():
+    week = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=7)
+    ahead = batch([("a", (week - T0).total_seconds(), 1.0)])
+    w = Window("1min", agg=["count"], lateness=0)
+    dlq = DeadLetterQueue()
+    w.bind(StepContext("s", load_settings(allowed_lateness=0), dlq, clock=lambda: week))  # a fast simulator
+    w(ahead)
+    assert dlq.total == 0 and w.future == 0 and w.watermark == ahead["ts"].iat[0].value
+    loose = Window("1min", agg=["count"], lateness=0)  # never bound: no settings, no clock, no check
+    loose(ahead)
+    assert loose.future == 0 and loose.watermark == ahead["ts"].iat[0].value
+
+
 def test_sliding_windows_cover_each_record_size_over_slide_times():
     rows = [("a", s, 1.0) for s in range(0, 120, 10)]
     w = Window("1min", agg=["count"], kind="sliding", slide="30s", lateness=0)

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..._registry import Registry
+from ...config import Settings
 
 __all__ = ["Source", "BoundedBuffer", "sources"]
 
@@ -30,7 +31,8 @@ class Source:
 
     Subclasses implement :meth:`batches` (an async generator of raw DataFrames) and, where the
     transport acknowledges, :meth:`commit`. ``spec()`` returns the keyword arguments that rebuild the
-    source, so that the stream manager can persist it; ``kind`` is its registry name.
+    source, so that the stream manager can persist it; ``kind`` is its registry name; ``from_spec``
+    builds it from a spec (data from the network), refusing params a spec may not use.
     """
 
     kind: str = "source"
@@ -57,8 +59,31 @@ class Source:
         """Seconds or entries behind the head of the feed, when the source can tell."""
         return None
 
+    def clock(self) -> pd.Timestamp | None:
+        """The event time this source has reached when it keeps a timeline of its own (a simulator
+        running faster than real time), or ``None`` (the default): it follows the wall clock.
+
+        The validator refuses records further ahead than ``max_future`` of the later of this and
+        wall-clock UTC now (see :mod:`nexus_kernel.events`), so a clock can only admit more, never
+        refuse what wall time admits. Records from outside (the network, a broker, a file) must not
+        set it: one far-future record would then admit itself.
+        """
+        return None
+
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "params": dict(self.params)}
+
+    @classmethod
+    def from_spec(cls, settings: Settings, **params: Any) -> "Source":
+        """Build the source from a stream spec's params (secret references already resolved).
+
+        This is the spec boundary for sources: :meth:`Pipeline.from_spec
+        <nexus_kernel.engine.Pipeline.from_spec>` calls it, in-process code calls the class itself. A
+        source whose params name files, sockets or other local resources must override it and refuse
+        what a spec may not reach (see :meth:`Replay.from_spec <nexus_kernel.engine.sources.Replay.from_spec>`);
+        the default accepts the params as they are.
+        """
+        return cls(**params)
 
     def __aiter__(self) -> AsyncIterator[pd.DataFrame]:
         return self.batches()

@@ -35,7 +35,8 @@ Caveats
 Parameters
 ----------
 url
-    ``redis://host:port/db``.
+    ``redis://host:port/db``. In a stream spec: ``redis://`` or ``rediss://`` only, query options from
+    ``SPEC_URL_OPTIONS``; a URL with a password must be a secret reference ``{"secret": "NAME"}``.
 key
     The key of the Redis stream.
 group, consumer
@@ -86,15 +87,22 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
 
+from ...config import Settings
 from ...events import SEQ
+from .._specs import SpecError
 from ._base import BoundedBuffer, Source, sources
 from ._jsonrecords import BufferedBatches, frame_from_records, malformed, records_from_text
 
 __all__ = ["RedisSource"]
+
+#: Query options a spec's Redis URL may carry: none of them names a file or a local socket.
+SPEC_URL_OPTIONS = frozenset(("db", "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+                              "health_check_interval", "protocol", "ssl_check_hostname", "timeout"))
 
 
 class _Stopped(Exception):
@@ -177,6 +185,24 @@ class RedisSource(Source):
         self._stopping = False
         self.acknowledged = 0
         self.claimed = 0
+
+    @classmethod
+    def from_spec(cls, settings: Settings, **params: Any) -> "RedisSource":
+        """A consumer whose ``url`` a spec gave: ``redis://`` or ``rediss://`` only, with a short list of
+        query options. redis-py would otherwise connect to a local socket (``unix://``) or load files
+        named in the query (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``...)."""
+        url = params.get("url", "redis://127.0.0.1:6379/0")
+        if not isinstance(url, str):
+            raise SpecError("source.params.url must be a redis:// or rediss:// URL", field="source.params.url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise SpecError(f"source.params.url: scheme '{parts.scheme[:20]}' is not allowed in a stream spec "
+                            "(use redis:// or rediss://)", field="source.params.url")
+        refused = sorted({key for key, _ in parse_qsl(parts.query, keep_blank_values=True)} - SPEC_URL_OPTIONS)
+        if refused:
+            raise SpecError(f"source.params.url: query options {refused[:5]} are not allowed in a stream spec "
+                            f"(allowed: {', '.join(sorted(SPEC_URL_OPTIONS))})", field="source.params.url")
+        return cls(**params)
 
     # -- connection ----------------------------------------------------------------------------
 

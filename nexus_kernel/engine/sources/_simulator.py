@@ -277,6 +277,27 @@ class Simulator(Source):
                 await asyncio.sleep(0)
         self.exhausted = True
 
+    # A spec from the network must not make one request cost the server its memory.
+    SPEC_MAX_SERIES = 100_000
+    SPEC_MAX_BATCH = 1_000_000
+
+    @classmethod
+    def from_spec(cls, settings: Any, **params: Any) -> "Simulator":
+        """As the constructor, with the sizes a spec may ask for bounded (series, batch_size)."""
+        series, batch_size = params.get("series", 20), params.get("batch_size", 10_000)
+        for name, value, bound in (("series", series, cls.SPEC_MAX_SERIES),
+                                   ("batch_size", batch_size, cls.SPEC_MAX_BATCH)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= bound:
+                raise ValueError(f"simulator {name} must be a whole number from 1 to {bound:,}")
+        return cls(**params)
+
+    def clock(self) -> pd.Timestamp | None:
+        """The newest event time generated: with ``rate=None`` (or a rate above ``series / freq``) the
+        simulator runs ahead of the wall clock, and its records are on time by its own clock."""
+        if self.tick == 0:
+            return None
+        return self.t0 + self.step * (self.tick - 1)
+
     def lag(self) -> float | None:
         if self.tick == 0:
             return None

@@ -40,6 +40,9 @@ stop_on_close
 open_timeout, max_size
     Handshake timeout (seconds) and largest message (bytes).
 
+In a stream spec no parameter reaches a file or a local socket; a URL with a password, or a credential
+in ``subscribe`` (a key named like ``token``), must be a secret reference ``{"secret": "NAME"}``.
+
 Example
 -------
 >>> import asyncio, json
