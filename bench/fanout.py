@@ -132,8 +132,9 @@ def _ours(seconds: float) -> dict[str, Any]:
     from nexus_kernel.gateway import mint_token
 
     home = tempfile.mkdtemp(prefix="nexus-fanout-")
+    # the 100 clients share one token: let that principal hold them all (ws_per_principal)
     settings = load_settings(home=home, store="memory", port=0, jwt_secret=uuid.uuid4().hex,
-                             rate_limit=10_000_000, rate_limit_address=10_000_000)
+                             rate_limit=10_000_000, rate_limit_address=10_000_000, ws_per_principal=CLIENTS)
     server = _Server()
     gateway = server.call(_start(settings))
     bus = gateway.services.bus

@@ -261,10 +261,15 @@ class Endpoints:
 
 
 def _time(value: Any) -> str | None:
+    """Any time pandas reads ("2024-01-01 00:00", a datetime, a Timestamp) as the RFC 3339 UTC text the gateway
+    takes; text pandas cannot read is sent as it is, for the gateway to explain."""
     if value is None:
         return None
-    if isinstance(value, str):
-        return value
-    stamp = pd.Timestamp(value)
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return value if isinstance(value, str) else str(value)
+    if stamp is pd.NaT:
+        return value if isinstance(value, str) else None
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.isoformat()

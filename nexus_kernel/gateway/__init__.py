@@ -13,7 +13,7 @@ New endpoints register with :func:`route` + :func:`operation` on an :class:`ApiH
 :mod:`._base`); they appear in ``/openapi.json`` and get auth, limits and audit with no more code.
 """
 
-from ._auth import ACTIONS, PERMISSIONS, ROLES, Authenticator, Principal, allowed, mint_token
+from ._auth import ACTIONS, PERMISSIONS, ROLES, Authenticator, Principal, allowed, jwt_secret, mint_token
 from ._base import ApiHandler, Operation, Route, operation, route, routes
 from ._errors import ApiError
 from ._keys import KeyStore
@@ -37,6 +37,7 @@ __all__ = [
     "first_admin_token",
     "handlers",
     "make_app",
+    "jwt_secret",
     "mint_token",
     "openapi",
     "operation",

@@ -2,7 +2,10 @@
 
 Tokens are JWTs signed with HS256 (``settings.jwt_secret``, or a secret made once under
 ``home/jwt_secret`` with 0600 permissions) or RS256 (verified with ``settings.jwt_public_key``). Every
-token must carry ``exp``, ``aud`` and ``iss`` matching the settings; ``nbf`` is honoured when present.
+token must carry ``sub``, ``exp``, ``aud`` and ``iss`` matching the settings; ``nbf`` is honoured when
+present. Once the signature verifies, every claim this gateway reads must have its JSON type
+(:class:`TokenClaims`, strict): a scope ``"streams": "alpha"`` or a role ``["admin"]`` is a 401 naming
+the claim, never read as "no scope" or coerced.
 The accepted algorithms are fixed by the server, never taken from the token header, so ``alg=none`` and
 an HS256 token "signed" with the RSA public key are refused (the classic algorithm-confusion attack).
 
@@ -36,11 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..config import Settings
 from ._errors import ApiError
+from ._models import Role
 
-__all__ = ["ROLES", "ACTIONS", "PERMISSIONS", "Principal", "Authenticator", "allowed", "mint_token", "jwt_secret"]
+__all__ = ["ROLES", "ACTIONS", "PERMISSIONS", "Principal", "TokenClaims", "Authenticator", "allowed", "mint_token",
+           "jwt_secret"]
 
 ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
 ACTIONS: tuple[str, ...] = ("read", "ingest", "control", "analyze", "delete", "admin")
@@ -86,14 +92,20 @@ def jwt_secret(settings: Settings) -> str:
 
 def mint_token(settings: Settings, subject: str, role: str, ttl: float | None = None,
                streams: list[str] | None = None, algorithm: str | None = None) -> str:
-    """A signed token for ``subject`` with ``role``; RS256 when a private key is configured."""
+    """A signed token for ``subject`` with ``role``; RS256 when a private key is configured.
+
+    ``streams`` scopes the token: ``None`` (the default) lets it touch every stream, a list only those
+    (an empty list none).
+    """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
     now = int(time.time())
     claims: dict[str, Any] = {"sub": subject, "role": role, "aud": settings.jwt_audience,
                               "iss": settings.jwt_issuer, "iat": now, "nbf": now,
                               "exp": now + int(ttl or settings.jwt_ttl), "jti": uuid.uuid4().hex}
-    if streams:
+    if isinstance(streams, str):
+        raise TypeError("streams is a list of stream names, not one string")
+    if streams is not None:  # an empty list scopes the token to no stream, it does not lift the scope
         claims["streams"] = list(streams)
     algorithm = algorithm or ("RS256" if settings.jwt_private_key else "HS256")
     key = Path(settings.jwt_private_key).read_bytes() if algorithm == "RS256" else jwt_secret(settings)
@@ -141,13 +153,15 @@ class Authenticator:
         else:
             raise _invalid(f"token algorithm {str(alg)[:16]!r} is not accepted")
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], audience=self.settings.jwt_audience,
-                                issuer=self.settings.jwt_issuer,
-                                options={"require": ["exp", "aud", "iss", "sub"]})
+            # signature first, claims' types next (in our words), then pyjwt's checks of their values
+            claims = jwt.decode(token, key, algorithms=[alg], options=_SIGNATURE_ONLY)
+            typed = _typed_claims(claims)
+            jwt.decode(token, key, algorithms=[alg], audience=self.settings.jwt_audience,
+                       issuer=self.settings.jwt_issuer, options={"require": ["exp", "aud", "iss", "sub"]})
         except jwt.ExpiredSignatureError:
             raise _invalid("token expired") from None
         except jwt.ImmatureSignatureError:
-            raise _invalid("token not yet valid (nbf)") from None
+            raise _invalid("token not yet valid (its nbf or iat is in the future)") from None
         except jwt.InvalidAudienceError:
             raise _invalid("token audience is not accepted") from None
         except jwt.InvalidIssuerError:
@@ -158,12 +172,58 @@ class Authenticator:
             raise _invalid(f"token lacks the '{exc.claim}' claim") from None
         except jwt.PyJWTError:
             raise _invalid("invalid token") from None
-        role = claims.get("role", "viewer")
-        if role not in ROLES:
-            raise _invalid("token role is unknown")
-        streams = claims.get("streams")
-        scope = frozenset(map(str, streams)) if isinstance(streams, list) else None
-        return Principal(f"jwt:{str(claims['sub'])[:64]}", role, "jwt", scope, claims)
+        scope = frozenset(typed.streams) if typed.streams is not None else None
+        return Principal(f"jwt:{typed.sub[:64]}", typed.role, "jwt", scope, claims)
+
+
+# Verify the signature only: the claims are then checked for their types before pyjwt judges their values
+# (pyjwt reads a string "exp" as a number and reports other type faults as one "invalid token").
+_SIGNATURE_ONLY = {"verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                   "verify_aud": False, "verify_iss": False, "verify_sub": False, "verify_jti": False}
+
+
+class TokenClaims(BaseModel):
+    """The claims of a token, with the JSON types RFC 7519 §4.1 gives them and the ones this gateway adds.
+
+    Strict: no claim is coerced (``"exp": "9999999999"``, ``"streams": "alpha"`` or ``"role": ["admin"]``
+    are refused, not read as something else), and a claim present with ``null`` is refused like a wrong
+    type (leave a claim out to mean "none"). Claims this gateway does not use are kept as they are.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+    sub: str = Field(min_length=1, max_length=256)
+    iss: str
+    aud: str | list[str]
+    exp: float = Field(description="NumericDate: seconds since the epoch, a JSON number.")
+    nbf: float | None = None
+    iat: float | None = None
+    jti: str | None = None
+    role: Role = "viewer"
+    streams: list[str] | None = Field(None, description="Scope: the streams this token may touch; absent = all.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_claims(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if value is None and name in cls.model_fields:
+                    raise ValueError(f"token claim '{name}' is null: leave it out or give it a value")
+        return data
+
+
+def _typed_claims(claims: dict[str, Any]) -> TokenClaims:
+    """The signed claims checked for their types; a 401 naming the first claim at fault."""
+    try:
+        return TokenClaims.model_validate(claims)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first.get("loc") else None
+        if first["type"] == "missing" and name:
+            raise _invalid(f"token lacks the '{name}' claim") from None
+        if name is None:  # the model validator: its message names the claim
+            raise _invalid(str(first["msg"]).removeprefix("Value error, ")) from None
+        raise _invalid(f"token claim '{name}' has the wrong type or value: {first['msg']}") from None
 
 
 def _invalid(detail: str) -> ApiError:

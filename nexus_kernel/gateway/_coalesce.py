@@ -15,7 +15,10 @@ round (validation is still shared).
 Caveats
 -------
 * The validator is the same one a lone request would meet, and its answer does not depend on how
-  records are cut into batches (lateness uses the running newest time), so coalescing changes no verdict.
+  records are cut into batches (lateness uses the running newest time; each record is judged on the
+  keys it carries, see :meth:`StreamIngest.validate_raw`), so coalescing changes no verdict.
+* A round's frame is the union of its requests' keys: it is bounded (``max_rows``, ``max_cells``,
+  ``MAX_KEYS``), so a request naming many keys of its own goes in a round of its own.
 * One failing write fails every request of its round (each gets the error); nothing of the round was
   written, so a client's retry is safe (writes are idempotent).
 * Rounds of one stream are serialized; different streams write concurrently (the store serializes them).
@@ -36,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..events import empty_dead_letters
-from ._ingest import StreamIngest, unreadable_dead_letters
+from ._ingest import MAX_KEYS, StreamIngest, unreadable_dead_letters
 
 __all__ = ["IngestCoalescer"]
 
@@ -60,10 +63,13 @@ class IngestCoalescer:
         The store; ``write_groups`` is used when it has one.
     max_rows
         Most raw records one round takes (a round always takes at least one request).
+    max_cells
+        Most cells (records × distinct keys) of one round's frame.
     """
 
-    def __init__(self, ingest: StreamIngest, store: Any, max_rows: int = 50_000) -> None:
-        self.ingest, self.store, self.max_rows = ingest, store, max_rows
+    def __init__(self, ingest: StreamIngest, store: Any, max_rows: int = 50_000,
+                 max_cells: int = 4_000_000) -> None:
+        self.ingest, self.store, self.max_rows, self.max_cells = ingest, store, max_rows, max_cells
         self._queues: dict[str, list[_Pending]] = {}
         self._busy: set[str] = set()
         self.rounds = 0  # counters for /metrics and the tests
@@ -85,10 +91,7 @@ class IngestCoalescer:
         try:
             while self._queues.get(stream):
                 queue = self._queues[stream]
-                take, rows = 0, 0
-                while take < len(queue) and (take == 0 or rows + len(queue[take].raw) <= self.max_rows):
-                    rows += len(queue[take].raw)
-                    take += 1
+                take = self._take(queue)
                 group, self._queues[stream] = queue[:take], queue[take:]
                 try:
                     results = await loop.run_in_executor(None, self._round, stream, group)
@@ -105,6 +108,19 @@ class IngestCoalescer:
         finally:
             self._busy.discard(stream)
             self._queues.pop(stream, None) if not self._queues.get(stream) else None
+
+    def _take(self, queue: list[_Pending]) -> int:
+        """How many queued requests the next round takes: at least one, then more while the round
+        stays within ``max_rows`` records, :data:`~._ingest.MAX_KEYS` distinct keys and ``max_cells``
+        (requests naming keys of their own must not widen one another's frame)."""
+        take, rows, keys = 1, len(queue[0].raw), set(queue[0].raw.columns)
+        while take < len(queue):
+            raw = queue[take].raw
+            wider, more = keys.union(raw.columns), rows + len(raw)
+            if more > self.max_rows or len(wider) > MAX_KEYS or more * len(wider) > self.max_cells:
+                break
+            take, rows, keys = take + 1, more, wider
+        return take
 
     def _round(self, stream: str, group: list[_Pending]) -> list[dict[str, Any]]:
         """Off the event loop: validate the round, write it in one transaction, split the answers."""
@@ -131,8 +147,8 @@ class IngestCoalescer:
             errors.sort(key=lambda e: e["index"])
             mine = good.iloc[np.flatnonzero(good_owner == i)] if len(good) else good
             goods.append(mine)
-            if any(e["error"] in ("bad_json", "not_an_object") for e in errors):
-                dead_frames.append(unreadable_dead_letters(stream, errors))
+            if group[i].errors:  # records refused while parsing: dead letters too
+                dead_frames.append(unreadable_dead_letters(stream, group[i].errors))
             answers.append({"accepted": len(mine), "rejected": len(errors), "errors": errors})
         written = self._write(goods)
         dead_all = pd.concat([d for d in dead_frames if len(d)], ignore_index=True) \

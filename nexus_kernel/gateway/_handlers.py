@@ -51,6 +51,13 @@ def _spec(body: Any) -> dict[str, Any]:
     return spec
 
 
+def _invalid_spec(exc: Exception) -> ApiError:
+    """A refused spec as a 422 naming the part at fault (``source.params.path``, ``steps.0``...); the
+    engine's messages never quote a resolved secret or a file's content."""
+    field = getattr(exc, "field", None) or "source"
+    return ApiError(422, f"invalid stream spec: {str(exc)[:400]}", field=field)
+
+
 def _manager(handler: ApiHandler) -> Any:
     if handler.services.manager is None:
         raise ApiError(503, "this gateway does not manage streams", error="unavailable")
@@ -77,7 +84,7 @@ class StreamsHandler(ApiHandler):
         except StreamStateError as exc:
             raise _state_error(exc, "source") from None
         except (LookupError, TypeError, ValueError) as exc:
-            raise ApiError(422, f"invalid stream spec: {str(exc)[:300]}", field="source") from None
+            raise _invalid_spec(exc) from None
         self.send(_clean(manager.status(body.name)))
 
 
@@ -111,7 +118,7 @@ class StreamHandler(ApiHandler):
         try:
             Pipeline.from_spec({**spec, "name": name}, manager.settings)
         except (LookupError, TypeError, ValueError) as exc:
-            raise ApiError(422, f"invalid stream spec: {str(exc)[:300]}", field="source") from None
+            raise _invalid_spec(exc) from None
         try:
             manager.delete(name)
             manager.create(name, spec=spec)
@@ -153,6 +160,8 @@ def _lifecycle(action: str) -> type:
             state = getattr(_manager(self), action)(name)
         except StreamStateError as exc:
             raise _state_error(exc) from None
+        except (LookupError, TypeError, ValueError) as exc:  # a saved spec refused now (a secret unset...)
+            raise _invalid_spec(exc) from None
         self.send({"name": name, "state": state})
 
     post = operation("control", f"{action.capitalize()} a stream", response=m.StreamState)(post)
@@ -174,14 +183,14 @@ class RecordsHandler(ApiHandler):
 
     @operation("ingest", "Ingest records (JSON array or NDJSON, gzip accepted)", response=m.IngestResult,
                raw_body={"required": True, "content": {
-                   "application/json": {"schema": {"type": "array", "maxItems": 100000,
-                                                   "items": {"type": "object"}}},
-                   "application/x-ndjson": {"schema": {"type": "string"}}}})
+                   "application/json": {"schema": m.RECORDS_BODY},
+                   "application/x-ndjson": {"schema": m.NDJSON_BODY}}})
     async def post(self, name: str) -> None:
         services = self.services
         body = self._body.finish()
         ndjson = self._ctype in _NDJSON
-        raw, index, errors = parse_records(body, ndjson)
+        # parsing a large body takes a while: off the loop that serves everyone else
+        raw, index, errors = await self.blocking(parse_records, body, ndjson)
         # concurrent requests to this stream share one validation and one store transaction (see
         # _coalesce); this one is answered once its own rows are committed
         result = await services.coalescer.submit(name, raw, index, errors)
@@ -236,9 +245,13 @@ class QueryHandler(ApiHandler):
     async def get(self, name: str) -> None:
         check_name(name)
         q = self.query
+        start: str | pd.Timestamp | None = q.start
+        if q.last is not None:  # with start too: the later of the two (both are lower bounds)
+            since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(q.last)
+            start = since if start is None else max(pd.Timestamp(start), since)
         try:
-            frame = await self.blocking(self.services.store.query, name, series=q.series, start=q.start,
-                                        end=q.end, last=q.last, every=q.every, agg=q.agg, field=q.field)
+            frame = await self.blocking(self.services.store.query, name, series=q.series, start=start,
+                                        end=q.end, every=q.every, agg=q.agg, field=q.field)
         except (ValueError, TypeError) as exc:
             raise ApiError(422, str(exc)[:300], field="query") from None
         if q.limit is not None:

@@ -37,13 +37,13 @@ class KeyStore:
     >>> import tempfile
     >>> keys = KeyStore(tempfile.mkdtemp() + "/api_keys.json")
     >>> key, entry = keys.create("ci", "analyst")
-    >>> keys.verify(key).role, keys.revoke(entry["id"]), keys.verify(key)
-    ('analyst', True, None)
+    >>> keys.verify(key).role, keys.revoke(entry["id"]), keys.verify(key), keys.active(entry["id"])
+    ('analyst', True, None, False)
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._cache: tuple[float, dict[str, Any]] | None = None
+        self._cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     @classmethod
     def for_home(cls, home: str | Path) -> KeyStore:
@@ -76,13 +76,15 @@ class KeyStore:
             return {"version": 1, "keys": {}}
 
     def _entries(self) -> dict[str, Any]:
-        # Re-read when the file changed (the CLI may revoke a key while the gateway runs).
+        # Re-read when the file changed (the CLI may revoke a key while the gateway runs). Every write
+        # replaces the file, so its inode changes even when two writes share a coarse mtime tick.
         try:
-            mtime = self.path.stat().st_mtime_ns
+            stat = self.path.stat()
         except FileNotFoundError:
             return {}
-        if self._cache is None or self._cache[0] != mtime:
-            self._cache = (mtime, self._load()["keys"])
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._cache is None or self._cache[0] != version:
+            self._cache = (version, self._load()["keys"])
         return self._cache[1]
 
     def create(self, name: str, role: str, streams: list[str] | None = None) -> tuple[str, dict[str, Any]]:
@@ -91,7 +93,10 @@ class KeyStore:
             raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        entry = {"id": key_id, "name": name, "role": role, "streams": sorted(streams) if streams else None,
+        if isinstance(streams, str):
+            raise TypeError("streams is a list of stream names, not one string")
+        # an empty list scopes the key to no stream; only None (no scope) means every stream
+        entry = {"id": key_id, "name": name, "role": role, "streams": sorted(streams) if streams is not None else None,
                  "hash": _hash(secret), "created_at": time.time(), "revoked_at": None}
         with self._locked() as data:
             data["keys"][key_id] = entry
@@ -108,6 +113,12 @@ class KeyStore:
             entry["revoked_at"] = time.time()
         return True
 
+    def active(self, key_id: str) -> bool:
+        """Whether the key ``key_id`` exists and is not revoked (the file is re-read if it changed): how an
+        open WebSocket re-checks its key."""
+        entry = self._entries().get(key_id)
+        return entry is not None and entry["revoked_at"] is None
+
     def verify(self, key: str) -> Principal | None:
         parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != "nxk":
@@ -117,7 +128,10 @@ class KeyStore:
             return None
         if not hmac.compare_digest(entry["hash"], _hash(parts[2])):
             return None
-        streams = frozenset(entry["streams"]) if entry.get("streams") else None
+        stored = entry.get("streams")
+        if stored is not None and not (isinstance(stored, list) and all(isinstance(s, str) for s in stored)):
+            return None  # a scope that is no list of names (a hand-edited file) admits nothing
+        streams = frozenset(stored) if stored is not None else None
         return Principal(f"key:{entry['id']}", entry["role"], "key", streams)
 
 

@@ -1,6 +1,7 @@
 """Prometheus metrics of one gateway (its own registry, so several gateways in a process stay apart).
 
-Labels are route templates, methods and status codes — never paths with values, tokens or addresses.
+Labels are route templates, methods, status codes and fixed reason words — never paths with values, tokens
+or addresses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class Metrics:
         self.rate_limited = Counter("nexus_gateway_rate_limited", "Requests refused by a rate limit", registry=r)
         self.ws_clients = Gauge("nexus_gateway_ws_clients", "Connected WebSocket clients", registry=r)
         self.ws_dropped = Counter("nexus_gateway_ws_dropped", "Live messages dropped for slow clients", registry=r)
+        self.ws_closed = Counter("nexus_gateway_ws_closed", "Live WebSocket connections the gateway closed: too_slow "
+                                 "(4008), expired or revoked credentials (4401)", ["reason"], registry=r)
+        self.ws_refused = Counter("nexus_gateway_ws_refused", "Live WebSocket upgrades refused: the credential "
+                                  "already held ws_per_principal sockets", registry=r)
+        self.ws_waiting_bytes = Gauge("nexus_gateway_ws_waiting_bytes", "Bytes waiting for live WebSocket clients "
+                                      "(queued, or written but not yet flushed to their sockets)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

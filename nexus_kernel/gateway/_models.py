@@ -3,27 +3,96 @@ from these, so the docs and the checks cannot drift apart."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
-SPAN = r"^ *\d+(\.\d+)? *(ns|us|ms|s|sec|min|m|h|d|D|w|W) *$"
+SPAN = r"^ *([1-9][0-9]*(?:\.[0-9]+)?) *(ns|us|ms|s|sec|min|m|h|d|D|w|W) *$"  # at least one unit
+
+# Spans and time bounds: the document says which texts are accepted (a pattern, RFC 3339 formats), and
+# the server accepts every text the document accepts — a span too long for the store is clamped, a
+# time outside the years the store holds (1677–2262) is clamped to them — so the two cannot disagree.
+_UNIT_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "sec": 10**9, "min": 60 * 10**9, "m": 60 * 10**9,
+            "h": 3600 * 10**9, "d": 86_400 * 10**9, "D": 86_400 * 10**9, "w": 604_800 * 10**9,
+            "W": 604_800 * 10**9}
+MAX_SPAN_NS = 200 * 365 * 86_400 * 10**9  # 200 years: "now minus the span" stays within the store's years
 
 
-def _positive_span(value: str | None) -> str | None:
-    """A span the store accepts: the pattern lets "0s" through, the store would not."""
-    if value is not None:
-        from ..storage import parse_span
+def _span(value: str | None) -> str | None:
+    """A span (already matching :data:`SPAN`) as nanoseconds the store reads, clamped to 200 years."""
+    if value is None:
+        return None
+    match = re.fullmatch(SPAN, value)
+    if match is None:  # the field's pattern is checked first; kept for direct calls
+        raise ValueError(f"not a span: use a number and a unit, e.g. '5min', '6h', '7d' ({value[:32]!r})")
+    ns = int(Decimal(match.group(1)) * _UNIT_NS[match.group(2)])
+    return f"{min(max(ns, 1), MAX_SPAN_NS)}ns"
 
-        parse_span(value)  # raises ValueError → a 422 naming the field
-    return value
+
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_DATE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))")
+_FIRST = datetime(1677, 9, 22, tzinfo=timezone.utc)  # within pandas' nanosecond range, on whole seconds
+_LAST = datetime(2262, 4, 11, tzinfo=timezone.utc)
+TIME_BOUND_SCHEMA = {"anyOf": [{"type": "string", "format": "date-time", "maxLength": 64},
+                               {"type": "string", "format": "date", "maxLength": 64}],
+                     "description": "RFC 3339: a date-time with its offset (2024-01-01T00:00:00Z) or a date "
+                                    "(2024-01-01, midnight UTC)."}
+
+
+def _time_bound(value: str | None) -> str | None:
+    """An RFC 3339 date or date-time as an ISO UTC time the store reads; outside 1677–2262, clamped."""
+    if value is None:
+        return None
+    try:
+        when = _rfc3339(value)
+    except (ValueError, OverflowError):
+        raise ValueError("not an RFC 3339 date (2024-01-01) or date-time with offset "
+                         "(2024-01-01T00:00:00Z)") from None
+    return min(max(when, _FIRST), _LAST).isoformat()
+
+
+def _rfc3339(text: str) -> datetime:
+    if _DATE.fullmatch(text):
+        day = date.fromisoformat(text)
+        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    match = _DATE_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    micro = int((match.group(7) or ".0")[1:7].ljust(6, "0"))
+    if second == 60:  # a leap second (RFC 3339 §5.7): the last instant of its minute
+        second, micro = 59, 999_999
+    offset = timedelta(0)
+    if match.group(9):
+        off_h, off_m = int(match.group(10)), int(match.group(11))
+        if off_h > 23 or off_m > 59:
+            raise ValueError(text)
+        offset = (1 if match.group(9) == "+" else -1) * timedelta(hours=off_h, minutes=off_m)
+    local = datetime(year, month, day, hour, minute, second, micro)  # raises on a day or hour out of range
+    try:
+        return (local - offset).replace(tzinfo=timezone.utc)
+    except OverflowError:  # year 1 minus an offset, or 9999 plus one: past datetime's years, so clamped
+        return _FIRST if offset > timedelta(0) else _LAST
+
 
 Role = Literal["viewer", "analyst", "admin"]
 
 
 class Strict(BaseModel):
+    """Refuses keys it does not know (a query string, whose values are all text, is read this way)."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class Body(Strict):
+    """A JSON request body: besides unknown keys, no value is coerced (``"save": 0`` is no boolean, ``"5"``
+    no number), so the server accepts exactly the types the document names."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -36,17 +105,17 @@ class Error(Strict):
 
 # -- streams ---------------------------------------------------------------------------------------
 
-class Part(Strict):
+class Part(Body):
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="A registered source or step kind.")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class BatchOptions(Strict):
+class BatchOptions(Body):
     size: int | None = Field(None, gt=0, le=1_000_000)
     interval: float | None = Field(None, gt=0, le=3600)
 
 
-class StreamCreate(Strict):
+class StreamCreate(Body):
     name: str = Field(pattern=NAME, description="Letter, then letters, digits, '_', '.', '-' (max 64).")
     source: Part = Field(description="Where records come from, e.g. {'kind': 'simulator', 'params': {...}}.")
     steps: list[Part] = Field(default_factory=list, max_length=64)
@@ -54,7 +123,7 @@ class StreamCreate(Strict):
     start: bool = Field(False, description="Start the stream right after creating it.")
 
 
-class StreamUpdate(Strict):
+class StreamUpdate(Body):
     source: Part | None = None
     steps: list[Part] | None = Field(None, max_length=64)
     batch: BatchOptions | None = None
@@ -103,6 +172,20 @@ class IngestResult(BaseModel):
     errors: list[RecordError]
 
 
+# The ingest body as the server reads it: any item of the array may be refused on its own (answered in
+# ``errors`` with its index, the others still stored), so the document asks for any JSON value per item.
+RECORDS_BODY: dict[str, Any] = {
+    "anyOf": [{"type": "array", "items": {}}, {"type": "object"}],
+    "description": "Records: an array of objects {series, ts, seq?, <field>: number..., attrs?} (or one object). "
+                   "An item that is no valid record is refused with its index and reason; the rest are stored. "
+                   "The body is bounded by bytes (413), not by items.",
+}
+NDJSON_BODY: dict[str, Any] = {
+    "type": "string",
+    "description": "One record object per line; a line that is not one is refused with its index and reason.",
+}
+
+
 # -- queries ---------------------------------------------------------------------------------------
 
 class Frame(BaseModel):
@@ -112,12 +195,16 @@ class Frame(BaseModel):
 
 class QueryParams(Strict):
     series: list[str] | None = Field(None, description="Comma-separated series keys.", max_length=1000)
-    start: str | None = Field(None, max_length=64, description="Inclusive start time (ISO 8601).")
-    end: str | None = Field(None, max_length=64, description="Exclusive end time (ISO 8601).")
-    last: str | None = Field(None, pattern=SPAN, description="From now minus this span, e.g. '6h'.")
+    start: str | None = Field(None, max_length=64, json_schema_extra={
+        **TIME_BOUND_SCHEMA, "description": "Inclusive start. " + TIME_BOUND_SCHEMA["description"]})
+    end: str | None = Field(None, max_length=64, json_schema_extra={
+        **TIME_BOUND_SCHEMA, "description": "Exclusive end. " + TIME_BOUND_SCHEMA["description"]})
+    last: str | None = Field(None, pattern=SPAN, description="From now minus this span, e.g. '6h' (with start: "
+                                                             "the later of the two).")
     every: str | None = Field(None, pattern=SPAN, description="Bucket width, e.g. '5min'.")
 
-    _spans = field_validator("last", "every")(_positive_span)
+    _spans = field_validator("last", "every")(_span)
+    _bounds = field_validator("start", "end")(_time_bound)
     agg: list[Literal["mean", "min", "max", "count", "last", "sum"]] = Field(
         default_factory=lambda: ["mean"], description="Comma-separated aggregates (with every).")
     field: str | None = Field(None, max_length=128)
@@ -127,15 +214,15 @@ class QueryParams(Strict):
 
 class TableParams(Strict):
     series: str | None = Field(None, max_length=256)
-    start: str | None = Field(None, max_length=64)
-    end: str | None = Field(None, max_length=64)
+    start: str | None = Field(None, max_length=64, json_schema_extra=TIME_BOUND_SCHEMA)
+    end: str | None = Field(None, max_length=64, json_schema_extra=TIME_BOUND_SCHEMA)
     limit: int | None = Field(1000, gt=0, le=100_000)
     format: Literal["json", "csv", "arrow"] = "json"
 
 
 class DeadLetterParams(Strict):
-    start: str | None = Field(None, max_length=64)
-    end: str | None = Field(None, max_length=64)
+    start: str | None = Field(None, max_length=64, json_schema_extra=TIME_BOUND_SCHEMA)
+    end: str | None = Field(None, max_length=64, json_schema_extra=TIME_BOUND_SCHEMA)
     limit: int | None = Field(1000, gt=0, le=100_000)
     format: Literal["json", "csv", "arrow"] = "json"
 
@@ -144,11 +231,30 @@ class ModelParams(Strict):
     limit: int | None = Field(100, gt=0, le=10_000)
 
 
-class DetectRequest(Strict):
-    detector: str = Field("ensemble", pattern=r"^[a-z][a-z0-9_]{0,39}$")
+def _detectors() -> list[str]:
+    from ..analysis.detectors import detectors
+
+    return detectors.names()
+
+
+def _detector_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = _detectors()  # read when the document is built: plugins registered by then are listed
+
+
+class DetectRequest(Body):
+    detector: str = Field("ensemble", max_length=40, json_schema_extra=_detector_enum,
+                          description="A registered detector.")
     last: str = Field("1h", pattern=SPAN)
 
-    _spans = field_validator("last")(_positive_span)
+    _spans = field_validator("last")(_span)
+
+    @field_validator("detector")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in _detectors():
+            raise ValueError(f"unknown detector (known: {', '.join(_detectors())})")
+        return value
+
     series: list[str] | None = Field(None, max_length=1000)
     field: str | None = Field(None, max_length=128)
     save: bool = Field(True, description="Append the anomalies found to the store.")
@@ -163,20 +269,11 @@ class DetectResult(BaseModel):
 
 # -- keys, audit, health ---------------------------------------------------------------------------
 
-class KeyCreate(Strict):
+class KeyCreate(Body):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[\w .@-]+$")
     role: Role
-    streams: list[str] | None = Field(None, max_length=256, description="Limit the key to these streams.")
-
-    @field_validator("streams")
-    @classmethod
-    def _names(cls, value: list[str] | None) -> list[str] | None:
-        import re
-
-        for item in value or []:
-            if not re.match(NAME, item):
-                raise ValueError(f"invalid stream name {item[:64]!r}")
-        return value
+    streams: list[Annotated[str, Field(pattern=NAME)]] | None = Field(
+        None, min_length=1, max_length=256, description="Limit the key to these streams (leave out for every stream).")
 
 
 class KeyInfo(BaseModel):

@@ -1,11 +1,13 @@
 """The OpenAPI 3.1 document, built from the route table and the pydantic models of each operation.
 
 Nothing is written by hand per endpoint: a route registered with :func:`~._base.route` whose methods
-carry :func:`~._base.operation` appears here with its parameters, body, answers and security.
+carry :func:`~._base.operation` appears here with its parameters, body, answers and security; a method's
+own docstring, when it has one, becomes the operation's ``description`` (the live route's close codes).
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -38,7 +40,8 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         if is_list:  # sent comma-separated: describe as a string
             items = prop.get("items") or next((p["items"] for p in prop.get("anyOf", []) if "items" in p), {})
             enum = items.get("enum")
-            pattern = f"^({'|'.join(enum)})(,({'|'.join(enum)}))*$" if enum else None
+            # empty parts are skipped by the server ("mean,,max"), so the pattern lets them through too
+            pattern = f"^,*({'|'.join(enum)})(,+({'|'.join(enum)}))*,*$" if enum else None
             prop = {"type": "string", "description": prop.get("description", "comma-separated list")}
             if pattern:
                 prop["pattern"] = pattern
@@ -62,13 +65,17 @@ def openapi(settings: Any = None, prefix: str = "") -> dict[str, Any]:
                 continue
             entry: dict[str, Any] = {"summary": op.summary, "tags": [spec.tag],
                                      "operationId": f"{method}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}"}
+            doc = getattr(spec.handler, method).__doc__  # its own docstring only (the live route's close codes)
+            if doc:
+                entry["description"] = inspect.cleandoc(doc)
             parameters = list(params)
             if op.query is not None:
                 parameters += _query_parameters(op.query)
             if parameters:
                 entry["parameters"] = parameters
             if op.body is not None:
-                entry["requestBody"] = {"required": True,
+                # a body whose every field has a default may be left out: the server reads it as {}
+                entry["requestBody"] = {"required": any(f.is_required() for f in op.body.model_fields.values()),
                                         "content": {"application/json": {"schema": _schema(op.body, components)}}}
             elif op.raw_body is not None:
                 entry["requestBody"] = op.raw_body
