@@ -59,7 +59,7 @@ SERVER = textwrap.dedent("""
         # nexus up's embedded defaults: DuckDB in a file under the home (a memory store would grow by design)
         settings = load_settings(home=tempfile.mkdtemp(prefix="nexus-bench-"), batch_interval=0.1)
         source = EmbeddedSource.start(settings, store=open_store(settings))
-        await start_monitor(settings, source, port=port)
+        await start_monitor(settings, source, port=port, login=False)  # loopback benchmark clients: no login
         print("ready", flush=True)
         await asyncio.Event().wait()
 

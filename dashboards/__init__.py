@@ -5,13 +5,15 @@
     from dashboards import EmbeddedSource, build_monitor, start_monitor
     page = build_monitor(EmbeddedSource.start(settings))     # in a notebook / Voila
     server = await start_monitor(settings, source, port=5006)   # in nexus up: http://host:5006/monitor
+    # served, the page asks for the gateway's credentials (MonitorAuth); its controls follow the role
 """
 
+from ._auth import MonitorAuth, MonitorSession
 from ._feed import Feed, feed_for
 from ._open import open_source
 from ._source import EmbeddedSource, MonitorSource, explain, is_change_point
 from ._remote import RemoteSource
 from .monitor import Monitor, build_monitor, downsample, start_monitor
 
-__all__ = ["EmbeddedSource", "Feed", "Monitor", "RemoteSource", "MonitorSource", "build_monitor", "downsample", "explain",
-           "feed_for", "is_change_point", "open_source", "start_monitor"]
+__all__ = ["EmbeddedSource", "Feed", "Monitor", "MonitorAuth", "MonitorSession", "MonitorSource", "RemoteSource",
+           "build_monitor", "downsample", "explain", "feed_for", "is_change_point", "open_source", "start_monitor"]

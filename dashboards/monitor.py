@@ -3,7 +3,8 @@
 ``build_monitor(source)`` returns the page for one viewer. Its data comes only from a
 :class:`~dashboards._source.MonitorSource` (embedded pipelines or a gateway through the SDK):
 
-* **streams overview** — state, rate, lag, dead letters, errors; start / pause / stop (``can_control``);
+* **streams overview** — state, rate, lag, dead letters, errors; start / pause / stop when ``can_control``
+  (otherwise the buttons are absent, not disabled), each action first passed to ``authorize``;
 * **live plot** of the chosen series with anomaly markers (red), change points (dashed), and the forecast
   line with its 90% band for the first chosen series;
 * **anomaly feed** — newest first; each entry opens on click to show *why* it was flagged (the facts of
@@ -25,6 +26,10 @@ then does O(its new points) work:
 source, and — only when the shared version changed — the status table, anomaly feed and markers. An
 exception is caught, logged and counted (shown on the page): an unguarded one can stop a Panel periodic
 callback silently (holoviz/panel#5540).
+
+Served by :func:`start_monitor` (what ``nexus up`` does), the page asks for the gateway's credentials
+(:class:`~dashboards._auth.MonitorAuth`: a token or API key, then a signed session cookie); its controls
+follow the caller's role, re-checked in the callback that performs an action.
 
 A snapshot of the live buffer is drawn when the session starts. In Voila (ipywidgets comms) the page's
 kernel runs the cell — and the callback — *before* the browser attaches, and whatever it sends meanwhile
@@ -57,10 +62,11 @@ from bokeh.models import ColumnDataSource
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
+from ._auth import COOKIE, MonitorAuth, MonitorSession, current_session, log_request
 from ._feed import Feed, Tick, downsample, feed_for, to_ms
 from ._source import MonitorSource, explain, is_change_point
 
-__all__ = ["build_monitor", "start_monitor", "downsample", "Monitor"]
+__all__ = ["build_monitor", "start_monitor", "page_for", "downsample", "Monitor"]
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +78,19 @@ _ms = to_ms
 
 
 class Monitor:
-    """One viewer's page and its update loop (use :func:`build_monitor`)."""
+    """One viewer's page and its update loop (use :func:`build_monitor`).
+
+    ``can_control`` False leaves the start / pause / stop buttons out of the page (no widget, so nothing
+    a browser could send); ``authorize(action, stream)`` runs before each control action and refuses it
+    by raising (``PermissionError``): the server-side check a forged event cannot skip.
+    """
 
     def __init__(self, source: MonitorSource, stream: str | None = None, can_control: bool = True,
                  period_ms: int = 100, max_points: int = 2000, chunk_points: int = 50, option_limit: int = 50,
                  resync_for: float = 0.0, feed: Feed | None = None, push_interval: float = 0.15,
-                 text_every: float = 0.5) -> None:
+                 text_every: float = 0.5, authorize: Callable[[str, str], object] | None = None) -> None:
         self.source = source
+        self.authorize = authorize
         self.feed = feed or feed_for(source, chunk_points=chunk_points)
         self.period_ms = period_ms
         # A browser re-renders the plot on every update: ten pages at the stream's full batch rate cost
@@ -112,7 +124,11 @@ class Monitor:
         self.range = pn.widgets.RadioButtonGroup(name="Time range", options=list(RANGES), value="live",
                                                  button_type="default")
         self.control = pn.widgets.RadioButtonGroup(options=["start", "pause", "stop"], value=None,
-                                                   button_type="primary", disabled=not can_control)
+                                                   button_type="primary") if can_control else None
+        if self.control is not None:
+            # Panel selects the first option of a group made with value=None: "start" then looked chosen
+            # and clicking it sent nothing. No choice, so that every button is an action.
+            self.control.value = None
         self.control_msg = pn.pane.Str("", styles={"color": "#555"})
         self.overview = pn.pane.HTML("", sizing_mode="stretch_width", name="nexus-overview")
         self.anomaly_feed = pn.pane.HTML("", sizing_mode="stretch_width", max_height=420, styles={"overflow-y": "auto"})
@@ -147,13 +163,14 @@ class Monitor:
         self.stream.param.watch(self._on_stream, "value")
         self.picker.param.watch(self._on_pick, "value")
         self.range.param.watch(self._on_pick, "value")
-        self.control.param.watch(self._on_control, "value")
+        if self.control is not None:
+            self.control.param.watch(self._on_control, "value")
 
         placeholder = dict(sizing_mode="stretch_width", styles={"color": "#777"})
         self.layout = pn.Column(
             pn.pane.Markdown("## Nexus Stream · live monitor"),
             self.banner,
-            pn.Row(self.stream, self.control, self.control_msg),
+            pn.Row(*(w for w in (self.stream, self.control, self.control_msg) if w is not None)),
             self.overview,
             pn.Row(self.picker, self.range),
             self.latest,
@@ -186,12 +203,15 @@ class Monitor:
         if event.new is None:
             return
         try:
+            if self.authorize is not None:
+                self.authorize(event.new, self.stream.value)  # again now: the role, a revoked key, expiry
             state = self.source.control(self.stream.value, event.new)
             self.control_msg.object = f"{self.stream.value}: {event.new} → {state}"
         except Exception as exc:  # noqa: BLE001 - refusals are shown, not raised into Bokeh
             self.control_msg.object = f"refused: {exc}"
         finally:
-            self.control.value = None
+            if self.control is not None:
+                self.control.value = None
             self._slow(force=True)
 
     # -- drawing ---------------------------------------------------------------------------------
@@ -456,7 +476,12 @@ class Monitor:
 
 def build_monitor(source: MonitorSource, stream: str | None = None, can_control: bool = True,
                   start: bool = True, **options: Any) -> pn.viewable.Viewable:
-    """The monitor page for one viewer, fed by ``source`` (polling starts at once unless ``start=False``)."""
+    """The monitor page for one viewer, fed by ``source`` (polling starts at once unless ``start=False``).
+
+    ``can_control`` and ``authorize`` (in ``options``) as :class:`Monitor` takes them. In a notebook or
+    Voila the caller already runs code in that kernel; a :class:`~dashboards.RemoteSource` is held to
+    its token's role by the gateway itself.
+    """
     monitor = Monitor(source, stream=stream, can_control=can_control, **options)
     if start:
         monitor.start()
@@ -465,12 +490,50 @@ def build_monitor(source: MonitorSource, stream: str | None = None, can_control:
     return layout
 
 
+def page_for(session: MonitorSession, auth: MonitorAuth, source: MonitorSource, can_control: bool = True,
+             **options: Any) -> pn.viewable.Viewable:
+    """The page of one logged-in caller (what :func:`start_monitor` serves after login).
+
+    The start / pause / stop buttons exist only when ``can_control`` and ``session``'s principal has the
+    ``control`` permission; each action checks the credential and the role again (``auth.require``).
+    Once the page runs (``start``, the default), its credential is checked again every
+    ``settings.ws_recheck`` seconds: revoked or expired, the page is replaced by a notice and stops
+    updating. ``options`` go to :func:`build_monitor`.
+    """
+    principal = session.principal
+    layout = build_monitor(source, can_control=can_control and principal.may("control"),
+                           authorize=lambda action, stream: auth.require(session, "control", stream), **options)
+    monitor: Monitor = layout.monitor  # type: ignore[attr-defined]
+    layout.insert(1, pn.pane.HTML(
+        f"signed in as <b>{html.escape(str(principal.id))}</b> (<span class='nexus-role'>{html.escape(principal.role)}"
+        f"</span>) · <a href='/logout'>log out</a>", name="nexus-whoami", styles={"font-size": "12px"}))
+
+    def recheck() -> None:
+        try:
+            auth.refresh(session)
+        except PermissionError as exc:
+            callback.stop()
+            monitor.stop()
+            layout[:] = [pn.pane.Alert(f"Session ended: {exc}. Reload the page to log in again.", alert_type="danger")]
+
+    if options.get("start", True):
+        callback = pn.state.add_periodic_callback(recheck, period=int(auth.settings.ws_recheck * 1000))
+    return layout
+
+
 async def start_monitor(settings: Any, source: MonitorSource, port: int | None = None, address: str | None = None,
-                        can_control: bool = True, **options: Any) -> Any:
+                        can_control: bool = True, auth: MonitorAuth | None = None, login: bool = True,
+                        **options: Any) -> Any:
     """Serve the monitor with Panel's (Bokeh) server on the running event loop; returns the server.
 
     One ``source`` (one set of pipelines) feeds every viewer; each browser session gets its own page.
-    The page is at ``http://<address>:<port>/monitor``. Stop it with ``server.stop()``.
+    The page is at ``http://<address>:<port>/monitor``; callers log in with the gateway's credentials
+    (``auth``, default ``MonitorAuth(settings)``): ``/monitor?token=<token or key>`` logs in and drops
+    the token from the address, ``/login`` asks for one, ``/logout`` forgets it. The page's controls
+    follow the caller's role. Stop it with ``server.stop()``.
+
+    ``login=False`` serves the page to whoever reaches the port, with controls per ``can_control``: for
+    in-process tests and benchmarks on loopback only (``nexus up`` always logs callers in).
     """
     from tornado.ioloop import IOLoop
 
@@ -481,15 +544,30 @@ async def start_monitor(settings: Any, source: MonitorSource, port: int | None =
         with socket.socket() as sock:  # a free port, so that the allowed websocket origin can name it
             sock.bind((address, 0))
             port = sock.getsockname()[1]
+    auth = (auth or MonitorAuth(settings)) if login else None
 
     def page() -> pn.viewable.Viewable:
-        return build_monitor(source, can_control=can_control, **options)
+        if auth is None:
+            return build_monitor(source, can_control=can_control, **options)
+        session = current_session()
+        if session is None:  # not reached through the login (Bokeh checked it): no page, never a default role
+            return pn.pane.Alert("Not logged in: reload the page to log in.", alert_type="danger")
+        return page_for(session, auth, source, can_control=can_control, **options)
 
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    secured: dict[str, Any] = {} if auth is None else {
+        "auth_provider": auth,
+        # the session cookie stays out of Bokeh's session token, which the page embeds (scripts read it):
+        # as a cookie, and as the raw Cookie header Bokeh keeps when it has no cookie left to carry
+        "exclude_cookies": [COOKIE], "exclude_headers": ["Cookie", "Authorization"],
+        "sign_sessions": True, "secret_key": auth.session_key,
+        "log_function": log_request,  # the login URL carries a token: never in the access log
+    }
     # A closed page's session (and its subscription to pushed batches) ends ~5 s after its socket closes.
     # The keyword names are Bokeh's: the shorter CLI spellings were once passed here and silently ignored.
     server = pn.serve({"monitor": page}, port=port, address=address, websocket_origin=origins, show=False,
                       start=False, threaded=False, loop=IOLoop.current(), title="Nexus monitor",
-                      check_unused_sessions_milliseconds=1000, unused_session_lifetime_milliseconds=5000)
+                      check_unused_sessions_milliseconds=1000, unused_session_lifetime_milliseconds=5000,
+                      **secured)
     server.start()
     return server

@@ -1,9 +1,14 @@
 """``nexus up``: run the streams of a Nexus home on embedded defaults and show them live.
 
-One process owns the home while it runs (``up.pid``); it restores the saved streams, creates the
-built-in simulator stream on first start, reconciles with changes the CLI makes to the registry, writes
-``status.json`` every second for other processes, and stops cleanly on Ctrl-C or SIGTERM — saved
-states untouched, so the next ``nexus up`` resumes where this one stopped.
+One process owns the home while it runs: it holds the home's lock (``home/up.lock``, an exclusive
+``flock`` the kernel drops when the process ends, SIGKILL included — see :mod:`._home_lock`), so a
+second ``nexus up`` on the same home is refused and a restart after a crash starts. It restores the
+saved streams, creates the built-in simulator stream on first start, reconciles with changes the CLI
+makes to the registry, writes ``status.json`` every second for other processes, and stops cleanly on
+Ctrl-C or SIGTERM — saved states untouched, so the next ``nexus up`` resumes where this one stopped.
+
+It serves the gateway and the live monitor; the monitor asks for the gateway's credentials, and the
+URL printed at start carries a login token (``.../monitor?token=...``) as Jupyter's does.
 """
 
 from __future__ import annotations
@@ -25,37 +30,30 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from ._home_lock import HomeBusyError, HomeLock, holder_pid
 from .config import Settings
 from .engine import Pipeline, StreamManager, sources
 from .events import SERIES, TIME
 
-__all__ = ["run_up", "default_pipeline", "read_status", "up_pid"]
+__all__ = ["run_up", "default_pipeline", "read_status", "up_pid", "HomeBusyError"]
 
 DEFAULT_STREAM = "sensors"
 
 
-class HomeBusyError(RuntimeError):
-    """Another live process already runs this Nexus home."""
-
-
 def up_pid(settings: Settings) -> int | None:
-    """PID of the live ``nexus up`` owning this home, if any."""
-    path = settings.home / "up.pid"
-    try:
-        pid = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    """PID of the ``nexus up`` holding this home's lock; None when no process holds it.
+
+    The lock answers (not whether some PID is alive): after a crash this is None at once, whatever
+    PID the lock file still names. 0: held, by a process that has not written its PID yet.
+    """
+    return holder_pid(settings.home)
 
 
 def read_status(settings: Settings) -> dict[str, Any] | None:
-    """The status the live ``nexus up`` last wrote, or None when none runs."""
+    """The status the running ``nexus up`` last wrote, or None when none holds the home's lock.
+
+    A ``status.json`` left behind by a killed process is ignored: the lock is free.
+    """
     if up_pid(settings) is None:
         return None
     try:
@@ -196,15 +194,25 @@ class UpView:
 async def run_up(settings: Settings, headless: bool = False, duration: float | None = None,
                  console: Console | None = None, on_ready: Callable[[], None] | None = None,
                  gateway: bool = True, monitor: bool = True, scheduler: bool = True) -> int:
-    """Run until Ctrl-C / SIGTERM (or ``duration`` seconds). Returns the exit code."""
+    """Run until Ctrl-C / SIGTERM (or ``duration`` seconds). Returns the exit code.
+
+    Raises :class:`HomeBusyError` (naming the holder's PID) when another process holds the home's lock;
+    the lock is taken before anything is opened, so a refused start touches nothing.
+    """
     console = console or Console()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    pid = up_pid(settings)
-    if pid is not None and pid != os.getpid():
-        raise HomeBusyError(f"nexus up is already running for {settings.home} (pid {pid})")
-    pid_path = settings.home / "up.pid"
+    lock = HomeLock(settings.home).acquire()
+    try:
+        return await _run_locked(settings, headless, duration, console, on_ready, gateway, monitor, scheduler)
+    finally:
+        lock.release()
+
+
+async def _run_locked(settings: Settings, headless: bool, duration: float | None, console: Console,
+                      on_ready: Callable[[], None] | None, gateway: bool, monitor: bool, scheduler: bool) -> int:
+    # a PID file older versions wrote: its PID means nothing now (the lock file names the holder)
+    with contextlib.suppress(FileNotFoundError):
+        (settings.home / "up.pid").unlink()
     services = open_services(settings)
-    pid_path.write_text(str(os.getpid()))
     manager = StreamManager(settings, services=services, run=True)
     view = UpView(manager, console, headless)
     stop = asyncio.Event()
@@ -222,10 +230,15 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
             manager.create(DEFAULT_STREAM, default_pipeline(settings))
             manager.start(DEFAULT_STREAM)
         restored = manager.restore()
+        from .gateway import first_admin_token
+
+        admin_token = first_admin_token(settings) if gateway or monitor else ""
+        authenticator = None
         if gateway:
-            served = await _serve_gateway(settings, services, manager, console)
+            served = await _serve_gateway(settings, services, manager, console, admin_token)
+            authenticator = served.services.authenticator
         if monitor:
-            monitor_server = await _serve_monitor(settings, services, manager, console)
+            monitor_server = await _serve_monitor(settings, services, manager, console, admin_token, authenticator)
             on_signals()  # Panel's server installs a SIGINT handler that stops the loop: ours again
         if scheduler:
             from .scheduler import NotebookScheduler
@@ -268,8 +281,6 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
         await manager.shutdown_async()
         close_services(services)
         with contextlib.suppress(FileNotFoundError):
-            pid_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
             (settings.home / "status.json").unlink()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -279,27 +290,34 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
 
 
 async def _serve_gateway(settings: Settings, services: dict[str, Any], manager: StreamManager,
-                         console: Console) -> Any:
+                         console: Console, admin_token: str) -> Any:
     """The REST + WebSocket gateway over this process's streams, store and bus; prints how to reach it."""
-    from .gateway import Services, first_admin_token, start_gateway
+    from .gateway import Services, start_gateway
 
     shared = Services.create(settings, store=services["store"], bus=services["bus"], manager=manager)
     served = await start_gateway(settings, shared)
     console.print(f"gateway: {served.url}  (API docs: {served.url}/openapi.json)", highlight=False, soft_wrap=True)
-    console.print(f"admin token: {first_admin_token(settings)}", highlight=False, soft_wrap=True)
+    console.print(f"admin token: {admin_token}", highlight=False, soft_wrap=True)
     console.print(f"try: curl -H 'Authorization: Bearer <token>' {served.url}/api/streams", highlight=False,
                   soft_wrap=True)
     return served
 
 
 async def _serve_monitor(settings: Settings, services: dict[str, Any], manager: StreamManager,
-                         console: Console) -> Any:
-    """The live monitor (Panel server): one set of pipelines feeds every viewer."""
-    from dashboards import EmbeddedSource, start_monitor
+                         console: Console, admin_token: str, authenticator: Any = None) -> Any:
+    """The live monitor (Panel server): one set of pipelines feeds every viewer.
 
+    It logs callers in with the gateway's credentials (``authenticator``: the gateway's own, so both
+    answer alike; a new one over the home's keys when the gateway is not served). The printed URL
+    carries the admin token: the first click logs in, and the token leaves the address bar at once.
+    """
+    from dashboards import EmbeddedSource, MonitorAuth, start_monitor
+
+    auth = MonitorAuth(settings, authenticator=authenticator)
     server = await start_monitor(settings, EmbeddedSource(manager, store=services["store"]),
-                                 port=settings.monitor_port)
-    console.print(f"monitor: http://{settings.host}:{server.port}/monitor", highlight=False, soft_wrap=True)
+                                 port=settings.monitor_port, auth=auth)
+    console.print(f"monitor: http://{settings.host}:{server.port}/monitor?token={admin_token}", highlight=False,
+                  soft_wrap=True)
     return server
 
 

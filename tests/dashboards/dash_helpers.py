@@ -92,3 +92,70 @@ class GatewayThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.store.close()
+
+
+class MonitorThread:
+    """The monitor ``nexus up`` serves (``start_monitor`` with its login) over the built-in simulated
+    stream, on its own event loop thread: blocking HTTP clients and browsers in the test never wait on it.
+
+    ``url`` (the page, no credential), ``settings``, ``source``, ``auth`` (the server's
+    :class:`~dashboards.MonitorAuth`), ``keys`` (the home's API keys); ``call(fn)`` runs ``fn`` on the
+    server's loop and returns its result; ``stop()`` ends everything. ``settings`` overrides
+    ``load_settings`` (e.g. ``ws_recheck=1``).
+    """
+
+    def __init__(self, home: Path, **settings: object) -> None:
+        import asyncio
+        import threading
+
+        self.home = home
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(settings), self.loop).result(60)
+
+    async def _start(self, overrides: dict) -> None:
+        import socket
+
+        from dashboards import EmbeddedSource, MonitorAuth, start_monitor
+        from nexus_kernel.config import load_settings
+        from nexus_kernel.gateway import KeyStore
+        from nexus_kernel.storage import open_store
+
+        self.settings = load_settings(**{"home": self.home, "store": "memory", "batch_interval": 0.1, **overrides})
+        self.store = open_store("memory")
+        self.source = EmbeddedSource.start(self.settings, store=self.store)
+        self.auth = MonitorAuth(self.settings)
+        self.keys = KeyStore.for_home(self.home)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.server = await start_monitor(self.settings, self.source, port=port, auth=self.auth)
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/monitor"
+
+    def call(self, fn, timeout: float = 30):
+        import asyncio
+
+        async def run():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def state(self, stream: str = "sensors") -> str:
+        return self.call(lambda: self.source.manager.streams()[stream]["state"])
+
+    async def _stop(self) -> None:
+        self.server.stop()
+        await self.source.manager.shutdown_async()
+        self.source.close()
+
+    def stop(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.store.close()

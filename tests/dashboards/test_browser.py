@@ -1,4 +1,8 @@
-"""Headless Chromium (Debian's) on the monitor: served by Panel (what `nexus up` serves) and by Voila."""
+"""Headless Chromium (Debian's) on the monitor: served by Panel (what `nexus up` serves) and by Voila.
+
+The Panel-served page asks for the gateway's credentials: these tests log in as an analyst through the
+``?token=`` URL (tests/security/test_monitor_auth.py covers the login and the roles themselves).
+"""
 
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path
 
     from dashboards import EmbeddedSource, start_monitor
     from nexus_kernel.config import load_settings
+    from nexus_kernel.gateway import mint_token
     from nexus_kernel.storage import open_store
 
     async def main() -> None:
@@ -58,7 +63,8 @@ def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 started = time.monotonic()
-                await page.goto(f"http://127.0.0.1:{port}/monitor")
+                token = mint_token(settings, "browser-test", "analyst")
+                await page.goto(f"http://127.0.0.1:{port}/monitor?token={token}")
                 await page.wait_for_selector("canvas", timeout=30_000)
                 await page.wait_for_selector(".nexus-value", timeout=30_000)
                 first_plot = time.monotonic() - started
