@@ -91,10 +91,14 @@ class Settings(BaseSettings):
     )
     max_attr_bytes: int = Field(4096, gt=0, description="Largest serialized attributes of one record.")
     max_future: float = Field(
-        300.0, ge=0, description="Seconds a record's event time may be ahead of the stream's clock before it is "
-        "dead-lettered as 'future' (it never moves a watermark).")
+        300.0, ge=0, description="Seconds a record's event time may be ahead of the stream's clock (the later of "
+        "wall-clock UTC and the source's own clock, e.g. a simulator running ahead) before it is dead-lettered as "
+        "'future'; it never moves a watermark. 0 means no slack (a sender whose clock runs fast is refused); a value "
+        "beyond ~292 years (e.g. 1e10) turns the check off.")
     max_name_length: int = Field(
-        256, gt=0, le=4096, description="Longest series or field name (characters); longer names are dead-lettered.")
+        256, gt=0, le=4096, description="Longest series or field name (characters); longer names, empty names and "
+        "names with control or format characters (Unicode Cc, Cf, Cs, Zl, Zp: NUL, ESC, bidi overrides, "
+        "zero-width...) are dead-lettered as 'bad_series' / 'bad_field'.")
     data_dirs: list[Path] = Field(
         default_factory=list, description="Directories (besides home/data) that file sources of a stream spec may "
         "read; paths are resolved, symlinks included, and must stay inside one of them.")
