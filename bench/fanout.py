@@ -130,6 +130,7 @@ def _measure(server: _Server, url: str, headers: dict[str, str], publish: Any, s
 def _ours(seconds: float) -> dict[str, Any]:
     from nexus_kernel.config import load_settings
     from nexus_kernel.gateway import mint_token
+    from nexus_kernel.storage import topic
 
     home = tempfile.mkdtemp(prefix="nexus-fanout-")
     # the 100 clients share one token: let that principal hold them all (ws_per_principal)
@@ -141,7 +142,8 @@ def _ours(seconds: float) -> dict[str, Any]:
     try:
         url = gateway.url.replace("http://", "ws://") + "/api/streams/fan/live?snapshot=false"
         headers = {"Authorization": f"Bearer {mint_token(settings, 'bench', 'viewer')}"}
-        return _measure(server, url, headers, lambda frame: bus.publish_nowait("stream:fan:points", frame), seconds)
+        fan = topic("fan", "points")
+        return _measure(server, url, headers, lambda frame: bus.publish_nowait(fan, frame), seconds)
     finally:
         server.call(gateway.stop())
         server.close()

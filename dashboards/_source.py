@@ -315,7 +315,9 @@ class EmbeddedSource:
 
     def _from_bus(self, stream: str) -> None:
         """Append what the pipeline published on ``stream:<name>:anomalies`` since the last read."""
-        topic = f"stream:{stream}:anomalies"
+        from nexus_kernel.storage import topic as bus_topic  # loaded already: a bus comes from there
+
+        topic = bus_topic(stream, "anomalies")
         after = self._bus_cursor.get(stream)
         messages = self.bus.replay(topic, after=after) if after is not None else self.bus.replay(topic)
         for message in messages:

@@ -78,12 +78,16 @@ class Publish(_ServiceStep):
 
     def __init__(self, topic: str = "points") -> None:
         super().__init__()
-        self.topic = topic
+        from ..storage import check_kind  # here, not at the top: the storage package is heavy to import
+
+        self.topic = check_kind(topic)  # a bad kind in a spec is refused when the step is built
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         bus = self.target
         if bus is not None and not batch.empty and self.context is not None:
-            bus.publish_nowait(f"stream:{self.context.stream}:{self.topic}", batch)
+            from ..storage import topic
+
+            bus.publish_nowait(topic(self.context.stream, self.topic), batch)
         return batch
 
     def spec(self) -> dict[str, Any]:
@@ -131,7 +135,9 @@ class Analyze(_ServiceStep):
             if services.get("store") is not None:
                 services["store"].append(table, frame)
             if services.get("bus") is not None:
-                services["bus"].publish_nowait(f"stream:{stream}:{table}", frame)
+                from ..storage import topic
+
+                services["bus"].publish_nowait(topic(stream, table), frame)
         return batch
 
     def spec(self) -> dict[str, Any]:

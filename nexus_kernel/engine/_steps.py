@@ -260,7 +260,9 @@ class Sink:
         if hasattr(target, "write"):
             target.write(batch)
         elif hasattr(target, "publish_nowait"):
-            target.publish_nowait(f"stream:{self.stream}:{self.topic}", batch)
+            from ..storage import topic  # here, not at the top: the storage package is heavy to import
+
+            target.publish_nowait(topic(self.stream, self.topic), batch)
         else:
             target(batch)
         return batch

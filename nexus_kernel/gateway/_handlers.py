@@ -10,6 +10,7 @@ import tornado.web
 from pydantic import BaseModel, Field
 
 from ..engine import StreamStateError
+from ..storage import topic
 from . import _models as m
 from ._base import ApiHandler, check_name, operation, route
 from ._errors import ApiError
@@ -196,7 +197,7 @@ class RecordsHandler(ApiHandler):
         result = await services.coalescer.submit(name, raw, index, errors)
         good = result.pop("good", None)
         if good is not None and len(good):
-            services.bus.publish_nowait(f"stream:{name}:points", good)
+            services.bus.publish_nowait(topic(name, "points"), good)
         services.metrics.records.labels("accepted").inc(result["accepted"])
         services.metrics.records.labels("rejected").inc(result["rejected"])
         errors = result["errors"]

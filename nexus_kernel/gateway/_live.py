@@ -71,7 +71,7 @@ import orjson
 import tornado.websocket
 from pydantic import BaseModel, Field
 
-from ..storage import SubscriberLagged
+from ..storage import SubscriberLagged, split_topic, topic_pattern
 from ._auth import Principal
 from ._base import ApiHandler, check_name, operation, route
 from ._errors import ApiError
@@ -316,7 +316,7 @@ class _Feed:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        topic = f"stream:{self.stream}:*"
+        topic = topic_pattern(self.stream)
         while True:
             try:
                 async with self.hub.bus.subscribe(topic, maxsize=self.hub.settings.bus_queue) as sub:
@@ -334,7 +334,7 @@ class _Feed:
                 await asyncio.sleep(0.5)
 
     def _dispatch(self, message: Any) -> None:
-        kind = message.topic.rsplit(":", 1)[-1]
+        kind = split_topic(message.topic)[1]
         encoded: dict[tuple[str, ...] | None, bytes | None] = {}
         frame = None
         for client in list(self.clients):  # a copy: a client cut off here leaves the set

@@ -1,6 +1,6 @@
 """Where results live: the ``Store`` protocol and its backends (DuckDB, PostgreSQL, and plugins registered
 in :data:`STORES` by URL scheme), the spool that keeps writes through outages, backup/restore — and the
-cache and live bus.
+cache and live bus (whose topics :func:`topic`, :func:`split_topic` and :func:`topic_pattern` spell).
 
 >>> from nexus_kernel.storage import open_store
 >>> store = open_store("memory")
@@ -61,7 +61,20 @@ __all__ = [
 
 # ---- cache and live bus (owned by the cache/bus engineer: add their imports and __all__ entries below) ----
 from ._cache import Cache, MemoryCache, caches, open_cache
-from ._bus import Bus, BusError, MemoryBus, Message, SubscriberLagged, Subscription, buses, open_bus
+from ._bus import (
+    Bus,
+    BusError,
+    MemoryBus,
+    Message,
+    SubscriberLagged,
+    Subscription,
+    buses,
+    check_kind,
+    open_bus,
+    split_topic,
+    topic,
+    topic_pattern,
+)
 
 try:  # the Redis members need the `server` extra; without it open_cache/open_bus fall back to memory
     from ._bus_redis import RedisBus
@@ -82,6 +95,10 @@ __all__ += [
     "Subscription",
     "buses",
     "caches",
+    "check_kind",
     "open_bus",
     "open_cache",
+    "split_topic",
+    "topic",
+    "topic_pattern",
 ]

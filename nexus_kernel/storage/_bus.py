@@ -1,8 +1,10 @@
 """The live bus: DataFrames published by topic to whoever subscribes, and a short replay.
 
-Topics name what flows, e.g. ``stream:sensors:points`` or ``stream:sensors:anomalies``. A subscription
-takes an exact topic or a glob pattern (``stream:*:anomalies``; ``*``, ``?``, ``[abc]``, ``[^a]`` and
-``\\`` escapes, as Redis ``PSUBSCRIBE``).
+Topics name what flows: ``stream:<stream>:<kind>``, e.g. ``stream:sensors:points`` or
+``stream:sensors:anomalies``. Spell them with :func:`topic`, read them back with :func:`split_topic`, and
+subscribe to many with :func:`topic_pattern`; nothing else builds them by hand. A subscription takes an
+exact topic or a glob pattern (``stream:*:anomalies``; ``*``, ``?``, ``[abc]``, ``[^a]`` and ``\\``
+escapes, as Redis ``PSUBSCRIBE``).
 
 **A slow subscriber never slows the publisher.** Each subscription has a bounded queue (``maxsize``).
 When a message finds it full, the subscription is cut off on the spot: its queue is discarded (the memory
@@ -25,8 +27,8 @@ Example
 >>> import asyncio, pandas as pd
 >>> async def main():
 ...     bus = MemoryBus()
-...     async with bus.subscribe("stream:*:points", maxsize=10) as sub:
-...         await bus.publish("stream:pumps:points", pd.DataFrame({"value": [1.0]}))
+...     async with bus.subscribe(topic_pattern("*", "points"), maxsize=10) as sub:
+...         await bus.publish(topic("pumps", "points"), pd.DataFrame({"value": [1.0]}))
 ...         message = await sub.get(timeout=1)
 ...     return message.topic, message.frame["value"].tolist()
 >>> asyncio.run(main())
@@ -67,7 +69,80 @@ __all__ = [
     "open_bus",
     "encode_frame",
     "decode_frame",
+    "topic",
+    "split_topic",
+    "topic_pattern",
+    "check_kind",
 ]
+
+#: The first part of every stream topic.
+TOPIC_PREFIX = "stream:"
+_GLOB_CHARS = frozenset("*?[")
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` if it can be the last part of a topic, else ``ValueError`` naming the reason.
+
+    A kind (``points``, ``anomalies``, ``forecasts``, ...) is a non-empty string with no ``:`` (the last
+    ``:`` of a topic is what separates the stream from its kind, so stream names may hold ``:`` but kinds
+    may not) and no glob character ``*``, ``?``, ``[`` (a topic holding one would be taken for a pattern
+    when subscribed to). Steps call it when built, so a bad kind in a spec is refused before any data flows.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"a topic kind must be a non-empty string, got {kind!r}")
+    if ":" in kind:
+        raise ValueError(f"a topic kind cannot contain ':' (it separates stream and kind), got {kind!r}")
+    if not _GLOB_CHARS.isdisjoint(kind):
+        raise ValueError(f"a topic kind cannot contain a glob character (* ? [), got {kind!r}")
+    return kind
+
+
+def topic(stream: str, kind: str) -> str:
+    """The bus topic of ``kind`` data of ``stream``: ``topic("pumps", "points") == "stream:pumps:points"``.
+
+    Parameters
+    ----------
+    stream
+        The stream's name; non-empty, without a glob character (``*``, ``?``, ``[``). Stream names the
+        engine and gateway accept never hold one.
+    kind
+        What flows, e.g. ``points`` or ``anomalies``; see :func:`check_kind`.
+
+    Raises ``ValueError`` naming the reason. Use :func:`topic_pattern` to subscribe to many topics.
+    """
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"a topic's stream must be a non-empty string, got {stream!r}")
+    if not _GLOB_CHARS.isdisjoint(stream):
+        raise ValueError(f"a topic's stream cannot contain a glob character (* ? [), got {stream!r}; "
+                         f"use topic_pattern() to subscribe to many streams")
+    return f"{TOPIC_PREFIX}{stream}:{check_kind(kind)}"
+
+
+def split_topic(name: str) -> tuple[str, str]:
+    """The ``(stream, kind)`` of a topic made by :func:`topic` (the inverse): ``("pumps", "points")``.
+
+    The kind is what follows the last ``:``, so a stream name holding ``:`` comes back whole. A name that is
+    not a stream topic (no ``stream:`` prefix, empty stream or kind) raises ``ValueError``.
+    """
+    stream, sep, kind = name.removeprefix(TOPIC_PREFIX).rpartition(":")
+    if not name.startswith(TOPIC_PREFIX) or not sep or not stream or not kind:
+        raise ValueError(f"not a stream topic (stream:<stream>:<kind>): {name!r}")
+    return stream, kind
+
+
+def topic_pattern(stream: str = "*", kind: str = "*") -> str:
+    """A glob pattern for :meth:`Bus.subscribe` over stream topics, e.g. every kind of one stream
+    (``topic_pattern("pumps") == "stream:pumps:*"``) or one kind of every stream
+    (``topic_pattern(kind="anomalies") == "stream:*:anomalies"``).
+
+    Both parts are glob patterns themselves (``*``, ``?``, ``[abc]``, ``[^a]``, ``\\`` escapes). ``kind``
+    cannot contain ``:``; note that ``*`` in the stream part also matches ``:``, as in Redis.
+    """
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"a pattern's stream must be a non-empty string, got {stream!r}")
+    if not isinstance(kind, str) or not kind or ":" in kind:
+        raise ValueError(f"a pattern's kind must be a non-empty string without ':', got {kind!r}")
+    return f"{TOPIC_PREFIX}{stream}:{kind}"
 
 
 class BusError(RuntimeError):

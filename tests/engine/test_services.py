@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from nexus_kernel.engine import Pipeline, sources
-from nexus_kernel.storage import open_bus, open_cache, open_store
+from nexus_kernel.storage import open_bus, open_cache, open_store, topic
 
 
 def services(store):
@@ -146,7 +146,7 @@ def test_analyze_with_forecasts_sends_them_to_the_store_and_the_bus(settings):
     assert set(forecasts["series"]) == {"s0000", "s0001", "s0002"}
     assert (forecasts["lo"] <= forecasts["yhat"]).all() and (forecasts["yhat"] <= forecasts["hi"]).all()
     assert (forecasts["ts"] > forecasts["made_at"]).all() and set(forecasts["level"]) == {0.8}
-    published = asyncio.run(_replayed(bus, "stream:sensors:forecasts"))
+    published = asyncio.run(_replayed(bus, topic("sensors", "forecasts")))
     assert published > 0
 
 

@@ -100,7 +100,7 @@ def test_jupyter_server_mounts_the_gateway_behind_its_auth(jupyter):
 def shell(tmp_path, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from nexus_kernel.gateway import _magics
+    from nexus_kernel import _magics
 
     monkeypatch.setenv("NEXUS_HOME", str(tmp_path / "home"))
     _magics._state.clear()

@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from nexus_kernel.client import AsyncClient
 from nexus_kernel.gateway import openapi, routes
 from nexus_kernel.gateway._base import ApiHandler
+from nexus_kernel.storage import topic
 
 
 def _batch(series, t0, n=1, stream="pumps"):
@@ -38,10 +39,10 @@ def test_live_snapshot_then_filtered_data(gw):
                 events.append(event)
                 if event.type == "snapshot":
                     await asyncio.sleep(0.05)
-                    gw.services.bus.publish_nowait("stream:pumps:points", _batch(["a", "b"], "2024-01-02"))
-                    gw.services.bus.publish_nowait("stream:pumps:anomalies", _batch(["a"], "2024-01-02"))
-                    gw.services.bus.publish_nowait("stream:pumps:points", _batch(["b"], "2024-01-03"))
-                    gw.services.bus.publish_nowait("stream:pumps:points", _batch(["a"], "2024-01-04"))
+                    gw.services.bus.publish_nowait(topic("pumps", "points"), _batch(["a", "b"], "2024-01-02"))
+                    gw.services.bus.publish_nowait(topic("pumps", "anomalies"), _batch(["a"], "2024-01-02"))
+                    gw.services.bus.publish_nowait(topic("pumps", "points"), _batch(["b"], "2024-01-03"))
+                    gw.services.bus.publish_nowait(topic("pumps", "points"), _batch(["a"], "2024-01-04"))
                 if event.type == "data" and event.frame["ts"].iloc[0].day == 4:
                     break
             await sub.close()
@@ -82,7 +83,7 @@ def test_slow_client_loses_messages_counted_and_told_others_get_all(serve_with):
 
             async def publish():
                 for i in range(n):
-                    g.services.bus.publish_nowait("stream:pumps:points", frames[i])
+                    g.services.bus.publish_nowait(topic("pumps", "points"), frames[i])
                     await asyncio.sleep(0.005)
 
             async def read(ws, until_quiet: bool):

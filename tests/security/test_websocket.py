@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nexus_kernel.gateway import mint_token
 from nexus_kernel.gateway._keys import KeyStore
 from nexus_kernel.gateway._live import CLOSE_CREDENTIALS, CLOSE_TOO_SLOW
+from nexus_kernel.storage import topic
 from tests.gateway.test_jupyter import jupyter  # noqa: F401 - a real `jupyter server` with the extension
 
 LIVE = "/api/streams/pumps/live?snapshot=false"
@@ -131,7 +132,7 @@ def test_client_that_never_reads_is_cut_off_and_its_memory_stays_bounded(serve_w
 
                 async def publish() -> None:
                     for frame in frames:
-                        g.services.bus.publish_nowait("stream:pumps:points", frame)
+                        g.services.bus.publish_nowait(topic("pumps", "points"), frame)
                         await asyncio.sleep(0.02)
 
                 async def read() -> tuple[int, int]:

@@ -12,7 +12,16 @@ import threading
 import pandas as pd
 import pytest
 
-from nexus_kernel.storage._bus import Bus, BusError, SubscriberLagged, buses, decode_frame, open_bus
+from nexus_kernel.storage._bus import (
+    Bus,
+    BusError,
+    SubscriberLagged,
+    buses,
+    decode_frame,
+    open_bus,
+    topic,
+    topic_pattern,
+)
 
 from .conftest import make_batch
 
@@ -50,13 +59,13 @@ def test_publish_and_receive_a_batch_unchanged(bus):
     batch = frame(1).assign(attrs=pd.array(['{"unit": "°C"}', None], dtype="string"))
 
     async def main():
-        async with bus.subscribe("stream:sensors:points", maxsize=10) as sub:
-            sent = await bus.publish("stream:sensors:points", batch)
+        async with bus.subscribe(topic("sensors", "points"), maxsize=10) as sub:
+            sent = await bus.publish(topic("sensors", "points"), batch)
             got = await sub.get(timeout=5)
         return sent, got
 
     sent, got = run(main())
-    assert got.id == sent and got.topic == "stream:sensors:points"
+    assert got.id == sent and got.topic == topic("sensors", "points")
     pd.testing.assert_frame_equal(got.frame, batch, check_exact=True)
     pd.testing.assert_frame_equal(decode_frame(got.payload), batch, check_exact=True)  # bytes to forward
     assert abs(got.time - pd.Timestamp.now(tz="UTC")) < pd.Timedelta(minutes=1)
@@ -65,19 +74,20 @@ def test_publish_and_receive_a_batch_unchanged(bus):
 def test_patterns_route_by_glob(bus):
     async def main():
         async with (
-            bus.subscribe("stream:*:anomalies", maxsize=10) as anomalies,
-            bus.subscribe("stream:pump?:points", maxsize=10) as pumps,
-            bus.subscribe("stream:[^p]*:points", maxsize=10) as not_p,
+            bus.subscribe(topic_pattern(kind="anomalies"), maxsize=10) as anomalies,
+            bus.subscribe(topic_pattern("pump?", "points"), maxsize=10) as pumps,
+            bus.subscribe(topic_pattern("[^p]*", "points"), maxsize=10) as not_p,
         ):
-            for topic in ["stream:pump1:points", "stream:sensors:anomalies", "stream:boiler:points",
-                          "stream:pump12:points", "other:x:anomalies"]:
-                await bus.publish(topic, frame(0))
+            # "other:x:anomalies" is deliberately no stream topic: no stream pattern may match it
+            for name in [topic("pump1", "points"), topic("sensors", "anomalies"), topic("boiler", "points"),
+                         topic("pump12", "points"), "other:x:anomalies"]:
+                await bus.publish(name, frame(0))
             await bus.publish("done", frame(0))
             flush(bus)
             await asyncio.sleep(0.2)
             return [[m.topic for m in _drain(s)] for s in (anomalies, pumps, not_p)]
 
-    assert run(main()) == [["stream:sensors:anomalies"], ["stream:pump1:points"], ["stream:boiler:points"]]
+    assert run(main()) == [[topic("sensors", "anomalies")], [topic("pump1", "points")], [topic("boiler", "points")]]
 
 
 def _drain(sub):
@@ -162,16 +172,16 @@ def test_lagged_subscriber_catches_up_with_replay(bus):
 
 def test_replay_keeps_the_last_messages(bus, settings):
     async def main():
-        return [await bus.publish("stream:s:points", frame(k)) for k in range(60)]
+        return [await bus.publish(topic("s", "points"), frame(k)) for k in range(60)]
 
     ids = run(main())
-    kept = bus.replay("stream:s:points")
+    kept = bus.replay(topic("s", "points"))
     assert len(kept) >= settings.bus_replay and [m.id for m in kept] == ids[-len(kept):]
-    last = bus.replay("stream:s:points", last=5)
+    last = bus.replay(topic("s", "points"), last=5)
     assert [m.id for m in last] == ids[-5:]
     pd.testing.assert_frame_equal(last[-1].frame, frame(59))
-    assert [m.id for m in bus.replay("stream:s:points", after=ids[-3])] == ids[-2:]
-    assert bus.replay("stream:s:points", last=0) == [] and bus.replay("never") == []
+    assert [m.id for m in bus.replay(topic("s", "points"), after=ids[-3])] == ids[-2:]
+    assert bus.replay(topic("s", "points"), last=0) == [] and bus.replay("never") == []
 
 
 def test_subscribe_with_replay_has_no_gap_and_no_duplicate(bus):
@@ -214,11 +224,11 @@ _CHILD = textwrap.dedent(
     """
     import asyncio, json, sys
     from nexus_kernel.config import Settings
-    from nexus_kernel.storage._bus import open_bus
+    from nexus_kernel.storage._bus import open_bus, topic_pattern
 
     async def main():
         bus = open_bus(Settings(redis_url=sys.argv[1], key_prefix=sys.argv[2]))
-        async with bus.subscribe("stream:*:points", maxsize=100) as sub:
+        async with bus.subscribe(topic_pattern(kind="points"), maxsize=100) as sub:
             print("ready", flush=True)
             for _ in range(3):
                 m = await sub.get(timeout=20)
@@ -240,13 +250,13 @@ def test_redis_fans_out_to_another_process(settings):
         assert child.stdout.readline().strip() == "ready", child.stderr.read()
 
         async def main():
-            return [await bus.publish(f"stream:s{k}:points", frame(k)) for k in range(3)]
+            return [await bus.publish(topic(f"s{k}", "points"), frame(k)) for k in range(3)]
 
         ids = run(main())
         out, err = child.communicate(timeout=30)
         got = [json.loads(line) for line in out.splitlines()]
         assert child.returncode == 0, err
-        assert got == [[f"stream:s{k}:points", ids[k], [float(k), 0.5]] for k in range(3)]
+        assert got == [[topic(f"s{k}", "points"), ids[k], [float(k), 0.5]] for k in range(3)]
     finally:
         if child.poll() is None:
             child.kill()
