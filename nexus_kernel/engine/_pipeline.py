@@ -328,7 +328,14 @@ class Pipeline:
         self._call(lambda: self._resume.set() if self._resume else None)
 
     def stop(self, wait: bool = True, timeout: float = 10.0) -> None:
-        """Stop pulling, flush open windows through the remaining steps, close the source."""
+        """Stop pulling, flush open windows through the remaining steps, close the source.
+
+        Idempotent: on a pipeline that already ended (its source ran out, it failed, or it was stopped) it
+        does nothing, so ``pipe.start(); ...; pipe.stop()`` works however long the source lasted. Only a
+        pipeline that never started refuses.
+        """
+        if self.state in ("stopped", "failed"):
+            return
         if self.state not in ("running", "paused"):
             raise PipelineStateError(f"cannot stop pipeline '{self.name}' in state {self.state}")
         self._stopping = True
@@ -352,6 +359,9 @@ class Pipeline:
                 time.sleep(0.01)
 
     async def stop_async(self) -> None:
+        """:meth:`stop` on the caller's loop (idempotent in the same way)."""
+        if self.state in ("stopped", "failed"):
+            return
         if self.state not in ("running", "paused"):
             raise PipelineStateError(f"cannot stop pipeline '{self.name}' in state {self.state}")
         self._stopping = True

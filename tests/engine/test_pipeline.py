@@ -92,8 +92,10 @@ def test_lifecycle_start_pause_resume_stop_and_refusals(settings):
     assert pipe.records_in > paused_at
     pipe.stop()
     assert pipe.state == "stopped"
-    with pytest.raises(PipelineStateError):
-        pipe.stop()
+    pipe.stop()  # idempotent: a second stop does nothing
+    assert pipe.state == "stopped"
+    with pytest.raises(PipelineStateError, match="cannot stop"):
+        Pipeline.from_source(sources.simulator(series=1), settings=settings).stop()  # never started
     with pytest.raises(PipelineStateError, match="before the pipeline starts"):
         pipe.validate()
 
@@ -195,3 +197,15 @@ def test_bounded_buffer_applies_backpressure():
 
     asyncio.run(scenario())
     assert len(produced) <= 3 + 2
+
+
+def test_stop_after_the_source_ran_out_is_a_no_op(settings):
+    sim = sources.simulator(series=2, freq="1s", rate=None, seed=1, limit=10)
+    pipe = Pipeline.from_source(sim, settings=settings).validate().collect()
+    pipe.start()
+    deadline = time.monotonic() + 10
+    while pipe.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pipe.state == "stopped" and len(pipe.results()) == 10
+    pipe.stop()
+    assert pipe.state == "stopped" and len(pipe.results()) == 10
