@@ -41,7 +41,7 @@ import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._registry import Registry
-from ..events import ATTRS, KEY_COLUMNS, SERIES
+from ..events import ATTRS, KEY_COLUMNS, SERIES, name_fault
 
 __all__ = [
     "Clip",
@@ -67,13 +67,19 @@ class TransformError(ValueError):
     """Parameters a transform does not accept, or a transform used where it does not fit."""
 
 
+_MAX_FIELD_NAME = 256  # the max_name_length default: a transform's params are checked before settings exist
+
+
 def _field_name(name: str) -> str:
     if name in _RESERVED:
         raise ValueError(f"'{name}' is a key column of the batch, not a field")
+    fault = name_fault(name, _MAX_FIELD_NAME)  # the validator's own rule: rename must not mint a bad name
+    if fault is not None:
+        raise ValueError(f"a field name {fault}")
     return name
 
 
-FieldName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_field_name)]
+FieldName = Annotated[str, Field(min_length=1, max_length=_MAX_FIELD_NAME), AfterValidator(_field_name)]
 Fields = Annotated[list[FieldName], Field(min_length=1, max_length=1024)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 SeriesList = Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(min_length=1,
@@ -82,6 +88,21 @@ SeriesList = Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Bounds(_Params):
+    """``lower`` and/or ``upper``, finite, in order (clip and value_between share the rule)."""
+
+    lower: Finite | None = None
+    upper: Finite | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "_Bounds":
+        if self.lower is None and self.upper is None:
+            raise ValueError("give lower, upper or both")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError("lower must not exceed upper")
+        return self
 
 
 class Transform:
@@ -163,18 +184,8 @@ class Scale(Transform):
 class Clip(Transform):
     """Bound each of ``fields`` to ``[lower, upper]``; NaN stays NaN."""
 
-    class Params(_Params):
+    class Params(_Bounds):
         fields: Fields = ["value"]
-        lower: Finite | None = None
-        upper: Finite | None = None
-
-        @model_validator(mode="after")
-        def _bounds(self) -> "Clip.Params":
-            if self.lower is None and self.upper is None:
-                raise ValueError("give lower, upper or both")
-            if self.lower is not None and self.upper is not None and self.lower > self.upper:
-                raise ValueError("lower must not exceed upper")
-            return self
 
     name = "clip"
     example = {"fields": ["value"], "lower": 0.0, "upper": 5.0}
@@ -260,19 +271,9 @@ class ValueBetween(Predicate):
     omitted bound is open. A row whose field is NaN, or a batch without the field, passes nothing.
     """
 
-    class Params(_Params):
+    class Params(_Bounds):
         field: FieldName = "value"
-        lower: Finite | None = None
-        upper: Finite | None = None
         inclusive: bool = True
-
-        @model_validator(mode="after")
-        def _bounds(self) -> "ValueBetween.Params":
-            if self.lower is None and self.upper is None:
-                raise ValueError("give lower, upper or both")
-            if self.lower is not None and self.upper is not None and self.lower > self.upper:
-                raise ValueError("lower must not exceed upper")
-            return self
 
     name = "value_between"
     example = {"field": "value", "lower": 1.0, "upper": 3.0}

@@ -366,3 +366,11 @@ def test_a_spec_cannot_ask_the_simulator_for_unbounded_memory(gw):
     assert "huge" not in gw.services.manager.streams()
     at_bound = {"series": 3, "batch_size": 1_000_000, "rate": None, "limit": 6}
     assert _create(gw, {"name": "fine", "source": {"kind": "simulator", "params": at_bound}}).status_code == 201
+
+
+def test_rename_cannot_mint_a_name_the_validator_would_refuse():
+    for bad in ("v\x00", "v\u202e", "x" * 257):
+        with pytest.raises(TransformError, match="field name|at most 256 characters"):
+            make_transform("rename", mapping={"value": bad})
+    ok = make_transform("rename", mapping={"value": "température"})
+    assert list(ok(pd.DataFrame({"series": ["a"], "value": [1.0]})).columns) == ["series", "température"]
