@@ -19,7 +19,7 @@ from typing import Any
 from ._version import __version__
 from .config import Settings, SettingsError, load_settings
 from .engine import Pipeline, StreamManager, Window, sources
-from .events import DeadLetterQueue, Schema, Validator
+from .records import DeadLetterQueue, Schema, Validator
 
 # Heavier parts load on first use, so that `import nexus_kernel` stays quick in a kernel.
 _LAZY = {

@@ -33,7 +33,7 @@ from rich.table import Table
 from ._home_lock import HomeBusyError, HomeLock, holder_pid
 from .config import Settings
 from .engine import Pipeline, StreamManager, sources
-from .events import SERIES, TIME
+from .records import SERIES, TIME
 
 __all__ = ["run_up", "default_pipeline", "read_status", "up_pid", "HomeBusyError"]
 

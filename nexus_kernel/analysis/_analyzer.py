@@ -1,6 +1,6 @@
 """``Analyzer``: the engine step that scores every micro-batch and emits store-ready frames.
 
-``Analyzer(...).update(batch)`` takes a batch in the contract of :mod:`nexus_kernel.events` and returns
+``Analyzer(...).update(batch)`` takes a batch in the contract of :mod:`nexus_kernel.records` and returns
 ``{"anomalies": frame}`` in the ``anomalies`` table schema (stream, series, field, ts, detector, score,
 is_anomaly, reason) — every scored point, or only the anomalous ones with ``only_anomalies=True`` — and,
 with ``forecast=True``, ``{"forecasts": frame}`` in the ``forecasts`` table schema, from one
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..events import field_columns
+from ..records import field_columns
 from .detectors import Detector, detectors
 from .forecasting import AUTO_MODEL, ForecastStep, forecaster_name
 
@@ -54,7 +54,7 @@ class Analyzer:
     Example
     -------
     >>> import pandas as pd
-    >>> from nexus_kernel.events import Schema, Validator
+    >>> from nexus_kernel.records import Schema, Validator
     >>> good, _ = Validator(Schema("pumps"))(pd.DataFrame({"series": ["a"] * 3, "value": [1.0, 2.0, 3.0],
     ...     "ts": pd.date_range("2024-01-01", periods=3, freq="s", tz="UTC")}))
     >>> list(Analyzer().update(good)["anomalies"].columns)

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from nexus_kernel.analysis.seasonality import dominant_period, seasonal_strength
-from nexus_kernel.events import SERIES, TIME, field_columns
+from nexus_kernel.records import SERIES, TIME, field_columns
 
 __all__ = ["FeatureExtractor", "rolling_features"]
 

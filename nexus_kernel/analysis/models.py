@@ -64,7 +64,7 @@ from nexus_kernel.analysis.forecasting import (
     train,
 )
 from nexus_kernel.config import Settings
-from nexus_kernel.events import TIME
+from nexus_kernel.records import TIME
 
 if TYPE_CHECKING:
     from nexus_kernel.storage import Store

@@ -32,7 +32,7 @@ import pandas as pd
 import streamz
 
 from ..config import Settings, load_settings
-from ..events import TIME, DeadLetterQueue, make_dead_letters
+from ..records import TIME, DeadLetterQueue, make_dead_letters
 from ._loop import running_loop, submit
 from ._specs import SpecError, refuse_clear_secrets, resolve_secrets, scrub
 from ._steps import Apply, Filter, Sink, StepContext, Validate, bind, flush, spec_of, steps
@@ -135,7 +135,7 @@ class Pipeline:
         return self.then(steps.get(registered)(**params))
 
     def validate(self, **params: Any) -> "Pipeline":
-        """Bad rows → dead letters, with reasons (see :class:`~nexus_kernel.events.Validator`)."""
+        """Bad rows → dead letters, with reasons (see :class:`~nexus_kernel.records.Validator`)."""
         return self.then(Validate(**params))
 
     def window(self, size: str = "1min", agg: list[str] | tuple[str, ...] = ("count", "mean", "min", "max"),

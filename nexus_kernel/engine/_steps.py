@@ -29,7 +29,7 @@ import pandas as pd
 
 from .._registry import Registry
 from ..config import Settings
-from ..events import Clock, DeadLetterQueue, Schema, Validator
+from ..records import Clock, DeadLetterQueue, Schema, Validator
 from ._transforms import Predicate, Transform, TransformError, make_transform, transforms
 
 __all__ = [
@@ -87,7 +87,7 @@ def spec_of(step: Any) -> dict[str, Any]:
 class Validate:
     """Split bad rows off to the dead-letter queue; pass the clean batch on.
 
-    Parameters mirror :class:`~nexus_kernel.events.Schema`; lateness defaults to the
+    Parameters mirror :class:`~nexus_kernel.records.Schema`; lateness defaults to the
     ``allowed_lateness`` setting.
     """
 

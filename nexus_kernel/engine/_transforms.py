@@ -41,7 +41,7 @@ import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._registry import Registry
-from ..events import ATTRS, KEY_COLUMNS, SERIES, name_fault
+from ..records import ATTRS, KEY_COLUMNS, SERIES, name_fault
 
 __all__ = [
     "Clip",

@@ -15,7 +15,7 @@ queue with reason ``future`` and changes nothing either — above all not the wa
 far-future record would otherwise push past every real record to come (all of them ``late``, every
 window emitted at once). The validator already refuses such records; the window judges them again so
 that a pipeline without a ``validate`` step before its window is not poisoned. The stream's clock is the
-one the validator uses (:func:`~nexus_kernel.events.future_horizon`: the later of wall-clock UTC and the
+one the validator uses (:func:`~nexus_kernel.records.future_horizon`: the later of wall-clock UTC and the
 source's clock, which the pipeline passes in the step context). A window that was never bound to a
 pipeline has no settings and no source: it trusts its input and checks nothing.
 
@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..events import (SERIES, TIME, Clock, SeriesIds, field_columns, future_bound, future_detail, future_horizon,
+from ..records import (SERIES, TIME, Clock, SeriesIds, field_columns, future_bound, future_detail, future_horizon,
                       make_dead_letters)
 from ._steps import StepContext, steps
 

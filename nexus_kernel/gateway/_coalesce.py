@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..events import empty_dead_letters
+from ..records import empty_dead_letters
 from ._ingest import MAX_KEYS, StreamIngest, unreadable_dead_letters
 
 __all__ = ["IngestCoalescer"]

@@ -11,7 +11,7 @@ goes through ``pyarrow.json`` (C++) in one call, read with the first line's type
 back to orjson line by line, so a bad record costs its own line and never the batch, and both paths
 read a record alike. Records that cannot be read at all come back as ``bad_json`` / ``not_an_object``
 (or ``missing_series`` for a series that is a JSON object or array) errors with their index; records
-that the stream's :class:`~nexus_kernel.events.Validator` refuses come back with their dead-letter
+that the stream's :class:`~nexus_kernel.records.Validator` refuses come back with their dead-letter
 reason and go to the store's ``dead_letters`` table. A record naming another stream than the URL is
 refused (``stream_mismatch``) — a credential scoped to one stream cannot write to another.
 
@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.json as paj
 
 from ..config import Settings
-from ..events import (ATTRS, REASONS, SEQ, SERIES, STREAM, TIME, Schema, Validator, empty_dead_letters, field_columns,
+from ..records import (ATTRS, REASONS, SEQ, SERIES, STREAM, TIME, Schema, Validator, empty_dead_letters, field_columns,
                       name_fault)
 from ._errors import ApiError
 

@@ -60,7 +60,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .._registry import Registry
-from ..events import ATTRS, KEY_COLUMNS, SEQ, SERIES, STREAM, TIME, field_columns
+from ..records import ATTRS, KEY_COLUMNS, SEQ, SERIES, STREAM, TIME, field_columns
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from ..events import ATTRS, SEQ, SERIES, STREAM, TIME, field_columns
+from ..records import ATTRS, SEQ, SERIES, STREAM, TIME, field_columns
 from ._cache import (
     CacheStats,
     _empty,

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..events import field_columns
+from ..records import field_columns
 from ._migrations import TYPES, upgrade
 from ._protocol import STORES, BaseStore, Query, StoreLockedError, batch_to_long, split_store_url
 from ._tables import POINT_COLUMNS, BatchTypeError, TableSpec

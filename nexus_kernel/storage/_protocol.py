@@ -8,7 +8,7 @@ scheme of ``settings.store`` (or of the URL it is given), asks the registry, and
 ``from_url`` (see :class:`StoreBackend`); ``Settings`` asks the same registry when it validates ``store``,
 so an unknown scheme fails at start with a message naming the known ones.
 
-A store keeps *points* (records of the batch contract, see :mod:`nexus_kernel.events`) and the
+A store keeps *points* (records of the batch contract, see :mod:`nexus_kernel.records`) and the
 auxiliary tables of :mod:`._tables`. Backends subclass :class:`BaseStore` and implement a handful of
 ``_``-methods in their own SQL dialect; checking input, turning batches into long rows and back, and
 parsing times/spans happen here once, so both backends answer the same way.
@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from .._registry import Registry, UnknownPluginError
-from ..events import KEY_COLUMNS, field_columns
+from ..records import KEY_COLUMNS, field_columns
 from ._tables import POINTS, TABLES, BatchTypeError, TableSpec, conform, empty_frame
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ def points_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def long_to_wide(long: pd.DataFrame, field: str | None = None) -> pd.DataFrame:
-    from ..events import empty_batch
+    from ..records import empty_batch
 
     if long.empty:
         return empty_batch((field,) if field else ("value",))
@@ -303,7 +303,7 @@ def long_to_wide(long: pd.DataFrame, field: str | None = None) -> pd.DataFrame:
 def aggregates_to_wide(frame: pd.DataFrame, aggs: Sequence[str], field: str | None = None) -> pd.DataFrame:
     """Bucketed long rows (stream, series, field, ts, <aggs>) to the wide frame ``query`` returns."""
     if frame.empty:
-        from ..events import empty_batch
+        from ..records import empty_batch
 
         names = [field or "value"] if len(aggs) == 1 else [f"{field or 'value'}_{a}" for a in aggs]
         return empty_batch(names)

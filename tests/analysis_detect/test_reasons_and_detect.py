@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from nexus_kernel.analysis import Analyzer, detect, find_period
-from nexus_kernel.events import Schema, Validator
+from nexus_kernel.records import Schema, Validator
 
 
 def frame(n=2000, shift_at=1500):

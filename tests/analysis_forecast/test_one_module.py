@@ -34,7 +34,7 @@ from nexus_kernel.analysis.forecasting import (
 )
 from nexus_kernel.analysis.models import MOVED_MODULES, load_model, retrain, save_model, serve
 from nexus_kernel.analysis.seasonality import dominant_period, find_period
-from nexus_kernel.events import Schema, Validator
+from nexus_kernel.records import Schema, Validator
 from nexus_kernel.storage import open_store
 
 ANALYSIS = Path(nka.__file__).parent

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(30)
 
 from nexus_kernel.engine.sources._base import sources  # noqa: E402
 from nexus_kernel.engine.sources._redis import RedisSource  # noqa: E402
-from nexus_kernel.events import Schema, Validator  # noqa: E402
+from nexus_kernel.records import Schema, Validator  # noqa: E402
 
 URL = "redis://127.0.0.1:6379/0"
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")

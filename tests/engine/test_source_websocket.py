@@ -15,7 +15,7 @@ from websockets.asyncio.server import serve
 
 from nexus_kernel.engine.sources._base import sources
 from nexus_kernel.engine.sources._websocket import WebSocketSource
-from nexus_kernel.events import Schema, Validator
+from nexus_kernel.records import Schema, Validator
 
 pytestmark = pytest.mark.timeout(30)
 

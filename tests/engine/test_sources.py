@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from nexus_kernel.engine import Pipeline, sources
-from nexus_kernel.events import Schema, Validator
+from nexus_kernel.records import Schema, Validator
 
 
 def take(source, limit=None):

@@ -12,7 +12,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
-from nexus_kernel.events import REASONS, DeadLetterQueue, Schema, Validator, name_fault
+from nexus_kernel.records import REASONS, DeadLetterQueue, Schema, Validator, name_fault
 
 
 def _raw(**cols):
@@ -44,7 +44,7 @@ def test_each_reason_is_detected_and_payload_kept():
 
 
 def test_the_reason_table_in_the_docs_lists_every_reason_in_rank_order():
-    import nexus_kernel.events as events
+    import nexus_kernel.records as events
 
     documented = re.findall(r"^``(\w+)``\s{2,}\S", events.__doc__, flags=re.MULTILINE)  # table rows
     assert tuple(documented) == REASONS

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from nexus_kernel.config import load_settings
 from nexus_kernel.engine import StepContext, Window
-from nexus_kernel.events import DeadLetterQueue
+from nexus_kernel.records import DeadLetterQueue
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 

@@ -17,7 +17,7 @@ import pytest
 
 from nexus_kernel.config import load_settings
 from nexus_kernel.engine import Pipeline, sources
-from nexus_kernel.events import Schema, Validator
+from nexus_kernel.records import Schema, Validator
 
 BAD_NAMES = {
     "nul": "pump\x00evil",

@@ -22,7 +22,7 @@ from nexus_kernel.client import connect
 from nexus_kernel.engine import (Pipeline, Predicate, SpecError, StreamManager, Transform, TransformError, sources,
                                  transforms)
 from nexus_kernel.engine._transforms import make_transform
-from nexus_kernel.events import Schema, Validator
+from nexus_kernel.records import Schema, Validator
 
 OS_RELEASE = Path("/etc/os-release")
 

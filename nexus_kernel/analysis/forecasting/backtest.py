@@ -41,7 +41,7 @@ import pandas as pd
 from nexus_kernel.analysis.forecasting.frames import points_frame
 from nexus_kernel.analysis.forecasting.registry import ModelLike, forecaster_name, make_forecaster
 from nexus_kernel.analysis.seasonality import dominant_period
-from nexus_kernel.events import SERIES, TIME
+from nexus_kernel.records import SERIES, TIME
 
 __all__ = ["backtest", "summarize", "mae", "mase", "smape", "coverage", "mase_scale"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nexus_kernel.analysis.forecasting._base import BaseForecaster
-from nexus_kernel.events import TIME, field_columns
+from nexus_kernel.records import TIME, field_columns
 
 __all__ = ["FORECAST_COLUMNS", "points_frame", "horizon_steps", "forecast_rows", "forecasts_frame"]
 
@@ -43,7 +43,7 @@ def points_frame(
         A frame with a ``time`` column (or a DatetimeIndex), or a Series with a DatetimeIndex (its name,
         else ``"value"``, is the field).
     fields
-        Value columns; default every numeric field column (:func:`nexus_kernel.events.field_columns`).
+        Value columns; default every numeric field column (:func:`nexus_kernel.records.field_columns`).
     missing
         A listed field absent from ``df``: ``"raise"`` (a notebook call: say so) or ``"skip"`` (a stream's
         batch need not carry every field; the list may come back empty).

@@ -33,7 +33,7 @@ from nexus_kernel.analysis.forecasting._base import BaseForecaster
 from nexus_kernel.analysis.forecasting.backtest import backtest
 from nexus_kernel.analysis.forecasting.frames import forecast_rows, forecasts_frame, points_frame
 from nexus_kernel.analysis.forecasting.registry import ModelLike, forecaster_name, make_forecaster
-from nexus_kernel.events import SERIES, STREAM, TIME
+from nexus_kernel.records import SERIES, STREAM, TIME
 
 __all__ = ["StreamModel", "ModelRecord", "MODEL_COLUMNS", "train", "evaluate", "next_version",
            "newest_record", "artifact_filename", "history_start"]

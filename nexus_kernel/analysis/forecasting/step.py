@@ -28,7 +28,7 @@ import pandas as pd
 from nexus_kernel.analysis.forecasting._base import BaseForecaster
 from nexus_kernel.analysis.forecasting.frames import forecast_rows, forecasts_frame, horizon_steps, points_frame
 from nexus_kernel.analysis.forecasting.registry import ModelLike, forecaster_name, make_forecaster
-from nexus_kernel.events import SERIES, STREAM, TIME
+from nexus_kernel.records import SERIES, STREAM, TIME
 
 __all__ = ["forecast", "ForecastStep"]
 

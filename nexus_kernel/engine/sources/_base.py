@@ -1,7 +1,7 @@
 """The source protocol: an asynchronous iterator of micro-batches with a bounded buffer.
 
 A source yields raw micro-batches (pandas DataFrames following the batch contract of
-:mod:`nexus_kernel.events`, before validation: columns ``series``, ``ts``, fields, optional ``seq`` and
+:mod:`nexus_kernel.records`, before validation: columns ``series``, ``ts``, fields, optional ``seq`` and
 ``attrs``). The pipeline calls :meth:`Source.commit` after a batch has been fully handled — every sink
 has returned — so that sources with acknowledgements (Redis Streams) acknowledge only what is durable.
 If handling fails, ``commit`` is not called and those records are delivered again.
@@ -64,7 +64,7 @@ class Source:
         running faster than real time), or ``None`` (the default): it follows the wall clock.
 
         The validator refuses records further ahead than ``max_future`` of the later of this and
-        wall-clock UTC now (see :mod:`nexus_kernel.events`), so a clock can only admit more, never
+        wall-clock UTC now (see :mod:`nexus_kernel.records`), so a clock can only admit more, never
         refuse what wall time admits. Records from outside (the network, a broker, a file) must not
         set it: one far-future record would then admit itself.
         """

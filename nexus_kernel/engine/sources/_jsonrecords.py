@@ -2,7 +2,7 @@
 
 A message is a JSON object (one record), a JSON array of objects (several records), or NDJSON text
 (one object per line). Anything that cannot be read that way becomes a *malformed row*: no event time,
-and the raw text with the parse error kept in ``attrs``. The :class:`~nexus_kernel.events.Validator`
+and the raw text with the parse error kept in ``attrs``. The :class:`~nexus_kernel.records.Validator`
 dead-letters such a row (reason ``missing_time``) with its payload, so a bad message is never lost and
 never stops the source.
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...events import ATTRS, TIME, field_columns
+from ...records import ATTRS, TIME, field_columns
 from ._base import BoundedBuffer
 
 __all__ = ["malformed", "records_from_text", "frame_from_records", "BufferedBatches"]

@@ -93,7 +93,7 @@ import numpy as np
 import pandas as pd
 
 from ...config import Settings
-from ...events import SEQ
+from ...records import SEQ
 from .._specs import SpecError
 from ._base import BoundedBuffer, Source, sources
 from ._jsonrecords import BufferedBatches, frame_from_records, malformed, records_from_text
