@@ -65,12 +65,17 @@ class StreamManager:
         Shared services (store, bus, cache) handed to every pipeline's steps.
     run
         Whether this manager runs pipelines (``nexus up``) or only edits the registry (the CLI).
+    loop
+        The event loop its pipelines run on (a runtime's pipeline thread); default: the caller's loop,
+        else the engine's background loop (see :meth:`Pipeline.start`).
     """
 
-    def __init__(self, settings: Settings, services: dict[str, Any] | None = None, run: bool = True) -> None:
+    def __init__(self, settings: Settings, services: dict[str, Any] | None = None, run: bool = True,
+                 loop: Any = None) -> None:
         self.settings = settings
         self.services = services or {}
         self.run = run
+        self.loop = loop
         self.path = settings.registry_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_suffix(".lock")
@@ -231,7 +236,7 @@ class StreamManager:
             self.pipelines[name] = pipe
         if pipe.state == "created" or pipe.state in ("stopped", "failed"):
             pipe.services.update(self.services)
-            pipe.start()
+            pipe.start(loop=self.loop)
 
     def _halt(self, name: str) -> None:
         pipe = self.pipelines.get(name)

@@ -275,8 +275,9 @@ class Pipeline:
 
     # -- running -------------------------------------------------------------------------------
 
-    def start(self) -> "Pipeline":
-        """Start on the running event loop (notebook, server) or on the engine's background loop."""
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> "Pipeline":
+        """Start on ``loop`` (a runtime's pipeline thread), else the running event loop (notebook, server),
+        else the engine's background loop."""
         if self.state in ("running", "paused"):
             raise PipelineStateError(f"pipeline '{self.name}' is already {self.state}")
         if self.state in ("stopped", "failed") and self.source.exhausted:
@@ -284,13 +285,18 @@ class Pipeline:
         self._stopping = False
         self._paused = False
         self.state = "running"
-        loop = running_loop()
-        if loop is not None:
+        current = running_loop()
+        if loop is not None and loop is not current:
             self._loop = loop
-            self._task = loop.create_task(self._pump())
+            self._task = asyncio.run_coroutine_threadsafe(self._pump(), loop)  # type: ignore[assignment]
+        elif current is not None:
+            self._loop = current
+            self._task = current.create_task(self._pump())
         else:
-            future = submit(self._pump())
-            self._task = future  # type: ignore[assignment]
+            from ._loop import engine_loop
+
+            self._loop = engine_loop()
+            self._task = submit(self._pump())  # type: ignore[assignment]
         return self
 
     def run(self, timeout: float | None = None) -> "Pipeline":
@@ -370,10 +376,16 @@ class Pipeline:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        elif task is not None and not isinstance(task, asyncio.Task):  # on another thread's loop
+            task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wrap_future(task)  # type: ignore[arg-type]
+            deadline = time.monotonic() + 10.0
+            while self.state in ("running", "paused") and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
 
     def _call(self, fn: Callable[[], Any]) -> None:
-        task = self._task
-        loop = task.get_loop() if isinstance(task, asyncio.Task) else None
+        loop = self._loop
         if loop is None:
             from ._loop import engine_loop
 

@@ -1,0 +1,19 @@
+"""The runtime: one per process, owning the services, the stream manager and the streams of a home.
+
+::
+
+    from nexus_kernel.runtime import Runtime
+    with Runtime.open(settings) as rt:
+        rt.start()                              # the home's saved streams, on the pipelines' own thread
+        sub = rt.bus.subscribe(topic("sensors", "anomalies"))
+
+The bus topics are spelled with :func:`topic` (``stream:<name>:<kind>``); the default stream of a new home
+is the saved spec ``default_stream.json`` (see :func:`default_spec`).
+"""
+
+from ..storage._bus import split_topic, topic, topic_pattern
+from ._default import DEFAULT_STREAM, default_spec
+from ._runtime import PipelineThread, Runtime, RuntimeServices
+
+__all__ = ["DEFAULT_STREAM", "PipelineThread", "Runtime", "RuntimeServices", "default_spec", "split_topic",
+           "topic", "topic_pattern"]
