@@ -13,7 +13,7 @@ is the saved spec ``default_stream.json`` (see :func:`default_spec`).
 
 from ..storage._bus import split_topic, topic, topic_pattern
 from ._default import DEFAULT_STREAM, default_spec
-from ._runtime import PipelineThread, Runtime, RuntimeServices
+from ._runtime import PipelineThread, Runtime, RuntimeServices, current
 
-__all__ = ["DEFAULT_STREAM", "PipelineThread", "Runtime", "RuntimeServices", "default_spec", "split_topic",
+__all__ = ["DEFAULT_STREAM", "PipelineThread", "Runtime", "RuntimeServices", "current", "default_spec", "split_topic",
            "topic", "topic_pattern"]

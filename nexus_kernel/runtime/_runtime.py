@@ -30,7 +30,18 @@ from ..config import Settings
 from ..engine import Pipeline, StreamManager
 from ._default import DEFAULT_STREAM, default_spec
 
-__all__ = ["Runtime", "RuntimeServices", "PipelineThread"]
+__all__ = ["Runtime", "RuntimeServices", "PipelineThread", "current"]
+
+_current: list["Runtime"] = []
+
+
+def current() -> "Runtime | None":
+    """The runtime this process started last and has not closed (None: this process runs none).
+
+    What code that runs inside the owner of a home (a scheduled job's bookkeeping, the Jupyter
+    extension) uses instead of opening the home's store a second time.
+    """
+    return _current[-1] if _current else None
 
 
 @dataclass
@@ -160,6 +171,8 @@ class Runtime:
 
     def start(self) -> list[str]:
         """Run the home's saved streams (the built-in one on first start); their names."""
+        if self not in _current:
+            _current.append(self)
         self.ensure_default()
         return self.manager.restore()
 
@@ -190,6 +203,8 @@ class Runtime:
         self._finish()
 
     def _finish(self) -> None:
+        with contextlib.suppress(ValueError):
+            _current.remove(self)
         if self._thread is not None:
             self._thread.stop()
         if self._owns_services:
