@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 # Re-install only when the dependency list changes.
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: up test bench voila venv install install-dev services system-packages node-tools clean lint
+.PHONY: up test bench voila venv install install-dev services system-packages node-tools clean lint typecheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ node-tools:
 
 lint: install-dev
 	$(BIN)/python -m ruff check nexus_kernel tests bench
+
+## mypy over nexus_kernel (mypy.ini); `make test` runs it too, before pytest.
+typecheck: install-dev
+	$(BIN)/python -m mypy --config-file mypy.ini
 
 clean:
 	rm -rf $(VENV) .nexus node_modules .pytest_cache

@@ -3,9 +3,13 @@
 ::
 
     from dashboards import EmbeddedSource, build_monitor, start_monitor
-    page = build_monitor(EmbeddedSource.start(settings))     # in a notebook / Voila
-    server = await start_monitor(settings, source, port=5006)   # in nexus up: http://host:5006/monitor
+    page = build_monitor(EmbeddedSource.start(settings))     # in a notebook / Voila: a runtime of its own
+    page = build_monitor(EmbeddedSource(runtime))            # over a running Runtime's bus and store
+    server = await start_monitor(settings, source, port=5006)   # served: http://host:5006/monitor
     # served, the page asks for the gateway's credentials (MonitorAuth); its controls follow the role
+
+``nexus up`` mounts the monitor through the entry point ``nexus_kernel.monitors`` → ``monitor =
+"dashboards._serve:serve"`` (see :mod:`dashboards._serve`); ``nexus_kernel`` never imports this package.
 """
 
 from ._auth import MonitorAuth, MonitorSession

@@ -18,8 +18,9 @@ series and hands them to ``ColumnDataSource.stream``.
 
 Caveats: ticks are kept for ``keep`` polls (10 s at 0.05 s); a session that falls further behind redraws
 from the live snapshot. Not thread-safe: every session of a Panel server, and a Voila kernel, run on one
-event loop, which is the only caller — except the source's listener (``_arrived``), which runs on the
-pipeline's thread and only calls the pages' wakers, which schedule work on the server's loop.
+event loop, which is the only caller. The source's listener (``_arrived``) runs where the source takes
+its batches off the bus (the serving loop, or the runtime's pipeline thread for a synchronous caller) and
+only calls the pages' wakers, which schedule work on the server's loop.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Feed:
             source.add_listener(self._arrived)
 
     def subscribe(self, waker: Callable[[str], None]) -> None:
-        """Call ``waker(stream)`` when a batch of ``stream`` arrives (on the pipeline's thread: schedule
+        """Call ``waker(stream)`` when a batch of ``stream`` arrives (on the source's loop: schedule
         the work, return at once). Only for a source that pushes (``self.pushes``)."""
         self._wakers.append(waker)
 

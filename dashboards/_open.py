@@ -21,13 +21,21 @@ def open_source(settings: Any, token: str | None = None) -> Any:
     """A ``MonitorSource`` for a notebook or Voila page.
 
     With a token (argument or ``settings.gateway_token``) and a gateway answering at
-    ``settings.gateway_url`` (default ``http://host:port``), the page reads it through the SDK. Otherwise
-    it runs its *own* simulated stream in a private, temporary home with an in-memory store — never the
-    streams of ``settings.home``, which belong to ``nexus up`` — and its ``notice`` says so on the page.
+    ``settings.gateway_url`` (default ``http://host:port``), the page reads it through the SDK. Without a
+    token, when ``nexus up`` owns ``settings.home``, the page reads that runtime's gateway, found from the
+    home (``runtime.json``) with a token signed by the home's own secret — nothing to configure.
+    Otherwise it runs its *own* simulated stream in a private, temporary home with an in-memory store —
+    never the streams of ``settings.home``, which belong to ``nexus up`` — and its ``notice`` says so.
     """
     token = token or (settings.gateway_token.get_secret_value() if settings.gateway_token else None)
     url = _gateway(settings)
-    why = "no gateway token configured (NEXUS_GATEWAY_TOKEN)"
+    why = "no gateway token configured (NEXUS_GATEWAY_TOKEN) and no nexus up running for this home"
+    if not token:
+        from nexus_kernel.runtime._discovery import live_runtime
+
+        live = live_runtime(settings)
+        if live is not None and live.gateway is not None:
+            url, token = live.gateway, live.token(ttl=settings.jwt_ttl)  # a page may stay open for hours
     if token:
         try:
             from ._remote import RemoteSource

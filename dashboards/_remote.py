@@ -9,8 +9,7 @@ The subscriptions run on a private event loop in a daemon thread: the page's own
 or a Panel server's) never waits on the network, and a dropped connection is retried by the SDK (each
 reconnect starts with a snapshot of the newest point per series).
 
-Caveats: the gateway has no endpoint for scheduled job runs, so :meth:`job_runs` is empty (its
-``notice`` says so); live anomalies are those the gateway published after the page connected, plus the
+Caveats: live anomalies are those the gateway published after the page connected, plus the
 newest stored ones read once per stream at connect time.
 
 Example
@@ -64,7 +63,7 @@ class RemoteSource:
         self.max_rows = max_rows
         self.errors = 0
         self.notice = (f"Connected to the gateway at {self.url} through the SDK (token auth); "
-                       "job runs are not exposed by the gateway.")
+                       "live points, anomalies and forecasts arrive over its WebSocket.")
         self._live: dict[str, _Live] = {}
         self._anomalies: dict[str, deque[pd.DataFrame]] = {}
         self._subscriptions: dict[str, Any] = {}
@@ -188,7 +187,11 @@ class RemoteSource:
         return frame[frame["made_at"] == frame["made_at"].max()].sort_values("ts").reset_index(drop=True)
 
     def job_runs(self, limit: int = 10) -> pd.DataFrame:
-        return pd.DataFrame(columns=["run_id", "job", "started_at", "finished_at", "status", "output", "error"])
+        """The newest runs of the scheduled jobs, from the store's ``job_runs`` table (``GET /api/jobs/runs``)."""
+        runs = self.client.job_runs(limit=limit)
+        if not len(runs):
+            return pd.DataFrame(columns=["run_id", "job", "started_at", "finished_at", "status", "output", "error"])
+        return runs.sort_values("started_at", ascending=False).head(limit).reset_index(drop=True)
 
     def control(self, stream: str, action: str) -> str:
         if action not in _ACTIONS:

@@ -1,26 +1,32 @@
 """Where the monitor's data comes from: the small ``MonitorSource`` protocol and its members.
 
-The monitor never touches a pipeline, a store or the gateway itself; it asks a ``MonitorSource``:
+The monitor never touches a pipeline or the gateway itself; it asks a ``MonitorSource``:
 
-``EmbeddedSource``  in-process: taps the validated output of running pipelines (``StreamManager``), keeps
-                    a bounded live buffer, shows the anomalies the pipeline's own ``analyze`` step found
-                    (from the live bus topic ``stream:<name>:anomalies``, else that step's results, else
-                    the store's ``anomalies`` table), forecasts on demand, reads history from the store,
-                    and controls the streams. Only a pipeline *without* an analyze step is scored here.
+``EmbeddedSource``  in-process, over a :class:`~nexus_kernel.runtime.Runtime`: reads the runtime's live
+                    bus (topics ``stream:<name>:points``, ``:anomalies``, ``:forecasts``, one
+                    subscription per kind) and its store (history, stored anomalies and forecasts, job
+                    runs), and controls the streams through the runtime's manager. It runs no analysis:
+                    the anomalies and forecasts shown are those the pipelines' ``analyze`` steps
+                    published or stored, and a stream without one shows none.
 ``RemoteSource``    the same questions asked of a running gateway through the SDK
                     (``nexus_kernel.client.connect(url, token)``) — see :mod:`._remote`.
 
 Each browser session keeps a cursor and asks :meth:`updates` for what arrived after it; an
 ``EmbeddedSource`` also tells listeners (``add_listener``) when a batch arrives, so pages are pushed
 updates instead of polling for them. Every buffered batch carries ``received`` (epoch seconds when it
-entered the buffer), which is what the dashboard benchmark measures latency from.
+entered the buffer, i.e. when the serving loop took it off the bus), which is what the dashboard
+benchmark measures latency from.
 
 Caveats: the live buffer holds ``max_rows`` rows per stream (oldest dropped first): the live view covers
-the last minutes of a fast stream; older points come from the store (history mode).
+the last minutes of a fast stream; older points come from the store (history mode). Only what a stream
+publishes reaches the live view: a stream whose spec has no ``publish`` step of ``points`` shows its
+history (from the store) but no live line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -28,13 +34,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["MonitorSource", "EmbeddedSource", "CHANGE_DETECTORS", "is_change_point", "explain"]
+__all__ = ["MonitorSource", "EmbeddedSource", "CHANGE_DETECTORS", "LIVE_KINDS", "is_change_point", "explain"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,12 @@ CHANGE_DETECTORS = frozenset({"bocpd", "cusum", "level_shift"})
 
 #: series names a live buffer remembers (and interns) per stream
 MAX_SERIES = 100_000
+
+#: the bus topic kinds the embedded monitor follows (one pattern subscription each, every stream)
+LIVE_KINDS = ("points", "anomalies", "forecasts")
+
+#: the columns that tell one anomaly row from another (a store row and its bus twin are equal on them)
+ANOMALY_KEY = ["series", "field", "ts", "detector"]
 
 STATUS_COLUMNS = ["name", "state", "source", "rate", "lag", "records_in", "dead_letters", "errors", "last_error"]
 
@@ -76,7 +87,7 @@ def explain(reason: str | None) -> dict[str, Any]:
 
 
 def is_change_point(facts: dict[str, Any]) -> bool:
-    member = facts.get("member") if isinstance(facts.get("member"), dict) else {}
+    member: dict[str, Any] = facts["member"] if isinstance(facts.get("member"), dict) else {}
     return facts.get("detector") in CHANGE_DETECTORS or member.get("detector") in CHANGE_DETECTORS \
         or facts.get("feature") == "regime" or member.get("feature") == "regime"
 
@@ -142,114 +153,210 @@ def wait_for_points(live: dict[str, Any], timeout: float) -> bool:
 
 
 class EmbeddedSource:
-    """A ``MonitorSource`` over the pipelines of this process.
+    """A ``MonitorSource`` over a :class:`~nexus_kernel.runtime.Runtime` of this process.
 
     Parameters
     ----------
-    manager
-        The :class:`~nexus_kernel.engine.StreamManager` running the streams (``run=True``).
-    store
-        Where history and job runs are read (and the stored anomalies, when nothing fresher is at hand).
-    bus
-        The live bus the pipelines publish on (default: ``manager.services["bus"]``). The anomaly feed
-        reads the topic ``stream:<name>:anomalies`` from it — the very frames the analyze step stored.
-    detector
-        Registered detector used *only* for pipelines without an ``analyze`` step (scored here once a
-        second, on what arrived since; those anomalies are appended to ``store`` too).
+    runtime
+        The runtime whose bus, store and stream manager the monitor reads (its pipelines run on the
+        runtime's own thread; nothing here touches them).
+    loop
+        The event loop the bus subscriptions run on, where listeners are called: default the running
+        loop (the one serving the pages), else the runtime's pipeline loop (a synchronous caller).
     max_rows
         Rows of the live buffer per stream.
-
-    Where the anomaly feed comes from, per stream (``anomaly_source(name)`` says which):
-    ``"bus"`` (the pipeline analyzes and a bus is known), ``"step"`` (it analyzes, no bus: the step's own
-    ``recent`` results), ``"store"`` (not running here, a store is given), ``"monitor"`` (no analyze step:
-    the fallback detector above).
+    keep
+        Anomaly frames kept per stream from the bus (older ones come from the store).
+    maxsize
+        Messages a subscription may have waiting (default: the bus's own bound). A subscription that
+        falls behind is cut off by the bus; it is then renewed and what it missed is replayed.
 
     Example
     -------
-    >>> source = EmbeddedSource.start(load_settings())  # doctest: +SKIP
+    >>> source = EmbeddedSource.start(load_settings())   # a runtime of its own: notebooks, Voila  # doctest: +SKIP
+    >>> source = EmbeddedSource(runtime)                  # over nexus up's runtime (dashboards._serve)  # doctest: +SKIP
     >>> source.streams()[["name", "state", "rate"]]       # doctest: +SKIP
     """
 
     mode = "embedded"
 
-    def __init__(self, manager: Any, store: Any = None, bus: Any = None, detector: str = "ensemble",
-                 max_rows: int = 200_000, analyze_every: float = 1.0, forecast_every: float = 10.0,
-                 horizon: int = 60) -> None:
-        self.manager = manager
-        self.store = store if store is not None else getattr(manager, "services", {}).get("store")
-        self.bus = bus if bus is not None else getattr(manager, "services", {}).get("bus")
-        self.detector = detector
+    def __init__(self, runtime: Any, *, loop: asyncio.AbstractEventLoop | None = None, max_rows: int = 200_000,
+                 keep: int = 200, maxsize: int | None = None) -> None:
+        if getattr(runtime, "bus", None) is None:
+            raise ValueError("the embedded monitor reads the runtime's live bus, and this runtime has none")
+        self.runtime = runtime
+        self.store = runtime.store
+        self.bus = runtime.bus
         self.max_rows = max_rows
-        self.analyze_every = analyze_every
-        self.forecast_every = forecast_every
-        self.horizon = horizon
+        self.keep = keep
+        self.maxsize = maxsize
         self.notice = ""
-        self._live: dict[str, _Live] = {}
-        self._pending: dict[str, list[pd.DataFrame]] = {}
-        self._last_analysis: dict[str, float] = {}
-        self._analyzers: dict[str, Any] = {}
-        self._anomalies: dict[str, deque[pd.DataFrame]] = {}
-        self._bus_cursor: dict[str, str | None] = {}
-        self._analyze_steps: dict[str, Any] = {}
-        self._forecasts: dict[tuple[str, str], tuple[float, pd.DataFrame]] = {}
-        self._forecasting: set[tuple[str, str]] = set()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexus-monitor-forecast")
         self.errors = 0
-        self._tapped: set[int] = set()
+        self.lagged = 0  # times a subscription fell behind and was renewed
+        self._live: dict[str, _Live] = {}
+        self._anomalies: dict[str, deque[pd.DataFrame]] = {}
+        self._forecasts: dict[tuple[str, str], pd.DataFrame] = {}
+        self._seen: dict[str, tuple[tuple[int, int], str]] = {}  # per topic: newest (key, id) taken in
         self._listeners: list[Callable[[str], None]] = []
-        for name, pipe in list(manager.pipelines.items()):
-            self.watch(name, pipe)
+        self._owned: list[Any] = []  # what start() opened for this source alone, closed with it
+        self._closed = False
+        self._loop = loop or _running_loop() or runtime.loop
+        if self._loop is None:
+            raise RuntimeError("no event loop to follow the bus on: call from a running loop, pass loop=, "
+                               "or give the runtime a pipeline thread (Runtime.open(settings, thread=True))")
+        self._subscribed = threading.Event()
+        self._attached = 0
+        self._tasks: list[concurrent.futures.Future[None]] = [
+            asyncio.run_coroutine_threadsafe(self._follow(kind), self._loop) for kind in LIVE_KINDS]
 
     @classmethod
-    def start(cls, settings: Any, store: Any = None, **options: Any) -> "EmbeddedSource":
-        """Run the streams of ``settings.home`` in this process (the built-in simulator stream when there
-        are none) and watch them. Pipelines start on the running event loop, or the engine's loop.
+    def start(cls, settings: Any, store: Any = None, **options: Any) -> EmbeddedSource:
+        """A runtime of its own over ``settings.home`` (its saved streams, the built-in simulator stream
+        when there are none), started, and a source over it: what a notebook or Voila page runs.
 
-        The ``store`` given (and an in-process live bus) become the pipelines' services, so the default
-        stream's analyze step stores and publishes its anomalies where the monitor reads them.
+        ``store`` is shared with the runtime (default: the one ``settings`` name, opened and closed with
+        the source); the bus is an in-process one unless ``bus=`` is given, so a page's private streams
+        never publish on a home's shared Redis. Other ``options`` go to the constructor.
+        :meth:`close` (or :meth:`aclose`) stops the pipelines and closes what was opened here.
         """
-        from nexus_kernel._up import DEFAULT_STREAM, default_pipeline
-        from nexus_kernel.engine import StreamManager
+        from nexus_kernel.runtime import Runtime
         from nexus_kernel.storage import open_bus
 
-        services = {"bus": options.pop("bus", None) or open_bus(settings, backend="memory")}
-        if store is not None:
-            services["store"] = store
-        manager = StreamManager(settings, services=services, run=True)
-        if not manager.streams():
-            manager.create(DEFAULT_STREAM, default_pipeline(settings))
-            manager.start(DEFAULT_STREAM)
-        manager.restore()
-        return cls(manager, store=store, bus=services["bus"], **options)
+        bus = options.pop("bus", None)
+        owned = [] if bus is not None else [open_bus(settings, backend="memory")]
+        runtime = Runtime.open(settings, store=store, bus=bus if bus is not None else owned[0])
+        try:
+            runtime.start()
+            source = cls(runtime, **options)
+        except BaseException:
+            runtime.close()
+            for service in owned:
+                service.close()
+            raise
+        source._owned = [runtime, *owned]
+        return source
+
+    @property
+    def manager(self) -> Any:
+        """The runtime's :class:`~nexus_kernel.engine.StreamManager` (status and control of the streams)."""
+        return self.runtime.manager
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Block until some stream has buffered points (a page built then opens with its series chosen)."""
         return wait_for_points(self._live, timeout)
 
-    # -- feeding ---------------------------------------------------------------------------------
+    def wait_subscribed(self, timeout: float = 5.0) -> bool:
+        """Block until every bus subscription is attached (what is published from then on is seen)."""
+        return self._subscribed.wait(timeout)
 
-    def watch(self, name: str, pipe: Any) -> None:
-        """Tap ``pipe`` after its validate step (its raw, valid points) into the live buffer."""
-        if id(pipe) in self._tapped:
+    # -- feeding: the bus only -------------------------------------------------------------------
+
+    async def _follow(self, kind: str) -> None:
+        """Take every ``stream:*:<kind>`` message into the buffers, renewing a subscription cut off for lag."""
+        from nexus_kernel.storage import BusError, SubscriberLagged, topic_pattern
+
+        pattern = topic_pattern("*", kind)
+        first, pause = True, 0.5
+        while not self._closed:
+            try:
+                async with self.bus.subscribe(pattern, maxsize=self.maxsize) as sub:
+                    if first:
+                        first = False
+                        self._attached += 1
+                        if self._attached == len(LIVE_KINDS):
+                            self._subscribed.set()
+                    else:
+                        await self._catch_up(kind)
+                    pause = 0.5
+                    async for message in sub:
+                        self._take(message)
+            except SubscriberLagged as lag:
+                self.lagged += 1
+                log.warning("monitor: the %s subscription fell behind (%d dropped); catching up from the replay",
+                            kind, lag.dropped)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep following: a bus reconnects, a page must not die
+                if self._closed:
+                    return
+                self.errors += 1
+                level = logging.WARNING if isinstance(exc, BusError) else logging.ERROR
+                log.log(level, "monitor: the %s subscription failed (%s); retrying in %.1f s", kind, exc, pause,
+                        exc_info=not isinstance(exc, BusError))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+    async def _catch_up(self, kind: str) -> None:
+        """What the bus kept after the newest message taken in, per topic of ``kind`` seen so far."""
+        from nexus_kernel.storage import split_topic
+
+        for name, (_, last_id) in list(self._seen.items()):
+            if split_topic(name)[1] != kind:
+                continue
+            for message in await asyncio.to_thread(self.bus.replay, name, after=last_id):
+                self._take(message)
+
+    def _take(self, message: Any) -> None:
+        """One bus message into its buffer, once (a replayed message already taken live is skipped)."""
+        from nexus_kernel.storage import split_topic
+
+        try:
+            key = _id_key(message.id)
+            seen = self._seen.get(message.topic)
+            if seen is not None and key <= seen[0]:
+                return
+            self._seen[message.topic] = (key, message.id)
+            stream, kind = split_topic(message.topic)
+            frame = message.frame
+            if frame is None or not len(frame):
+                return
+            if kind == "points":
+                self._on_points(stream, frame)
+            elif kind == "anomalies":
+                self._on_anomalies(stream, frame)
+            elif kind == "forecasts":
+                self._on_forecasts(stream, frame)
+        except Exception:  # noqa: BLE001 - one odd message loses itself, not the subscription
+            self.errors += 1
+            log.exception("monitor: could not take in %r", message)
+
+    def _on_points(self, stream: str, frame: pd.DataFrame) -> None:
+        if "value" not in frame.columns or "series" not in frame.columns:
             return
-        self._tapped.add(id(pipe))
-        node = pipe.node_after("validate") or pipe.stream
-        if name not in self._live:
-            self._live[name] = _Live(self.max_rows)
-            self._pending[name] = []
-            self._anomalies[name] = deque(maxlen=200)
-        step = next((s for s in getattr(pipe, "steps", []) if getattr(s, "kind", None) == "analyze"), None)
-        if step is not None:
-            self._analyze_steps[name] = step
-        else:
-            self._analyze_steps.pop(name, None)
-        node.sink(lambda batch, _name=name: self._on_batch(_name, batch))
+        live = self._live.get(stream)
+        if live is None:
+            live = self._live[stream] = _Live(self.max_rows)
+        live.add(frame)
+        for listener in list(self._listeners):
+            try:
+                listener(stream)
+            except Exception:  # noqa: BLE001 - one page's failure never stops the feed of the others
+                self.errors += 1
+                log.exception("monitor listener failed on stream %s", stream)
+
+    def _on_anomalies(self, stream: str, frame: pd.DataFrame) -> None:
+        if "is_anomaly" in frame.columns:
+            frame = frame[frame["is_anomaly"].astype(bool)]
+        if len(frame):
+            kept = self._anomalies.get(stream)
+            if kept is None:
+                kept = self._anomalies[stream] = deque(maxlen=self.keep)
+            kept.append(frame)
+
+    def _on_forecasts(self, stream: str, frame: pd.DataFrame) -> None:
+        """Keep the newest forecast of each series (its ``value`` field when the stream has several)."""
+        if "field" in frame.columns and (frame["field"].astype(str) == "value").any():
+            frame = frame[frame["field"].astype(str) == "value"]
+        for series, rows in frame.groupby(frame["series"].astype(str), sort=False):
+            if "made_at" in rows.columns:
+                rows = rows[rows["made_at"] == rows["made_at"].max()]
+            self._forecasts[(stream, str(series))] = rows.sort_values("ts", kind="mergesort").reset_index(drop=True)
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(stream)`` each time a batch enters a live buffer (on the pipeline's thread).
+        """Call ``listener(stream)`` each time a batch enters a live buffer (on the source's loop).
 
         This is what lets a page be *pushed* a batch as it arrives instead of polling for it; a listener
-        must return at once (schedule its work) and never raise into the pipeline.
+        must return at once (schedule its work) and should not raise (a failure is counted and logged).
         """
         self._listeners.append(listener)
 
@@ -262,79 +369,10 @@ class EmbeddedSource:
         live = self._live.get(stream)
         return live.next_id - 1 if live is not None else 0
 
-    def anomaly_source(self, stream: str) -> str:
-        """Where the feed of ``stream`` comes from: bus, step, store or monitor (see the class doc)."""
-        if stream in self._analyze_steps:
-            return "bus" if self.bus is not None else "step"
-        if stream in self._live:
-            return "monitor"
-        return "store" if self.store is not None else "monitor"
-
-    def _on_batch(self, name: str, batch: pd.DataFrame) -> None:
-        try:
-            if batch is None or batch.empty or "value" not in batch.columns:
-                return
-            self._live[name].add(batch)
-            for listener in list(self._listeners):
-                try:
-                    listener(name)
-                except Exception:  # noqa: BLE001 - a page's failure never reaches the pipeline
-                    self.errors += 1
-                    log.exception("monitor listener failed on stream %s", name)
-            if name in self._analyze_steps:
-                return  # the pipeline scores its own batches: nothing to do twice
-            self._pending[name].append(batch)
-            now = time.monotonic()
-            if now - self._last_analysis.get(name, 0.0) >= self.analyze_every:
-                self._last_analysis[name] = now
-                self._analyze(name)
-        except Exception:  # noqa: BLE001 - the monitor must never break the pipeline it watches
-            self.errors += 1
-            log.exception("monitor tap of stream %s failed", name)
-
-    def _analyze(self, name: str) -> None:
-        """Fallback for a pipeline without an analyze step: score what arrived since the last call."""
-        from nexus_kernel.analysis import Analyzer
-
-        pending, self._pending[name] = self._pending[name], []
-        if not pending:
-            return
-        batch = pd.concat(pending, ignore_index=True).astype({"stream": "string", "series": "string"})
-        analyzer = self._analyzers.get(name)
-        if analyzer is None:
-            analyzer = self._analyzers[name] = Analyzer(detector=self.detector, only_anomalies=True, fields=["value"])
-        found = analyzer.update(batch)["anomalies"]
-        if len(found):
-            self._anomalies[name].append(found)
-            if self.store is not None:
-                try:
-                    self.store.append("anomalies", found)
-                except Exception:  # noqa: BLE001 - a store hiccup loses no live view
-                    self.errors += 1
-                    log.exception("could not store anomalies of %s", name)
-
-    def _from_bus(self, stream: str) -> None:
-        """Append what the pipeline published on ``stream:<name>:anomalies`` since the last read."""
-        from nexus_kernel.storage import topic as bus_topic  # loaded already: a bus comes from there
-
-        topic = bus_topic(stream, "anomalies")
-        after = self._bus_cursor.get(stream)
-        messages = self.bus.replay(topic, after=after) if after is not None else self.bus.replay(topic)
-        for message in messages:
-            frame = message.frame
-            if "is_anomaly" in frame.columns:
-                frame = frame[frame["is_anomaly"].astype(bool)]
-            if len(frame):
-                self._anomalies[stream].append(frame)
-            self._bus_cursor[stream] = message.id
-
     # -- MonitorSource ---------------------------------------------------------------------------
 
     def streams(self) -> pd.DataFrame:
-        rows = self.manager.status()
-        for name, pipe in list(self.manager.pipelines.items()):
-            self.watch(name, pipe)  # streams started after the monitor
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(self.manager.status())
         for col in STATUS_COLUMNS:
             if col not in frame.columns:
                 frame[col] = None
@@ -364,44 +402,36 @@ class EmbeddedSource:
         return _points(frame)
 
     def anomalies(self, stream: str, limit: int = 50) -> pd.DataFrame:
-        """The newest ``limit`` anomalies of ``stream``, oldest first (anomalies table schema)."""
-        where = self.anomaly_source(stream)
-        if where == "bus":
-            try:
-                self._from_bus(stream)
-            except Exception:  # noqa: BLE001 - a bus hiccup shows the store's anomalies instead
-                self.errors += 1
-                log.exception("reading anomalies of %s from the bus failed", stream)
-        elif where == "step":
-            recent = getattr(self._analyze_steps[stream], "recent", None)
-            return _tail(recent, limit)
+        """The newest ``limit`` anomalies of ``stream``, oldest first (anomalies table schema): those its
+        pipeline published since the monitor started, completed from the store's ``anomalies`` table
+        (history, or a stream not running in this runtime). A stream that is not analysed has none."""
         parts = list(self._anomalies.get(stream, ()))
-        if not parts and self.store is not None:
-            return _tail(self.store.read("anomalies", stream=stream, limit=limit), limit)
-        return _tail(pd.concat(parts[-limit:], ignore_index=True) if parts else None, limit)
+        if sum(map(len, parts)) < limit and self.store is not None:
+            try:
+                parts.insert(0, self.store.read("anomalies", stream=stream, limit=limit))
+            except Exception:  # noqa: BLE001 - a store hiccup still shows what the bus brought
+                self.errors += 1
+                log.exception("could not read the stored anomalies of %s", stream)
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return _tail(None, limit)
+        frame = pd.concat(parts[-limit:], ignore_index=True) if len(parts) > 1 else parts[0]
+        key = [c for c in ANOMALY_KEY if c in frame.columns]
+        frame = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True))
+        return _tail(frame.drop_duplicates(subset=key, keep="last") if key else frame, limit)
 
     def forecasts(self, stream: str, series: str) -> pd.DataFrame:
-        """The newest forecast of one series; refreshed in a worker thread every ``forecast_every`` s."""
-        key = (stream, series)
-        made, frame = self._forecasts.get(key, (0.0, pd.DataFrame()))
-        if time.monotonic() - made >= self.forecast_every and key not in self._forecasting:
-            points, _ = self.snapshot(stream, [series])
-            if len(points) >= 50:
-                self._forecasting.add(key)
-                self._pool.submit(self._forecast, key, points.tail(3000))
-        return frame
-
-    def _forecast(self, key: tuple[str, str], points: pd.DataFrame) -> None:
-        from nexus_kernel.analysis import forecast
-
-        try:
-            self._forecasts[key] = (time.monotonic(), forecast(points, horizon=self.horizon, level=0.9))
-        except Exception:  # noqa: BLE001
-            self.errors += 1
-            self._forecasts[key] = (time.monotonic(), pd.DataFrame())
-            log.exception("forecast of %s failed", key)
-        finally:
-            self._forecasting.discard(key)
+        """The newest forecast of one series (forecasts table schema): the last one its pipeline published,
+        else the newest in the store's ``forecasts`` table; empty when the stream forecasts nothing."""
+        frame = self._forecasts.get((stream, series))
+        if frame is not None:
+            return frame
+        if self.store is None:
+            return pd.DataFrame()
+        stored = self.store.read("forecasts", stream=stream, series=series, limit=500)
+        if not len(stored) or "made_at" not in stored.columns:
+            return pd.DataFrame()
+        return stored[stored["made_at"] == stored["made_at"].max()].sort_values("ts").reset_index(drop=True)
 
     def job_runs(self, limit: int = 10) -> pd.DataFrame:
         if self.store is None:
@@ -414,16 +444,53 @@ class EmbeddedSource:
             raise ValueError(f"unknown action {action!r}: start, pause or stop")
         state = self.manager.streams().get(stream, {}).get("state")
         if action == "start" and state == "paused":
-            new = self.manager.resume(stream)
-        else:
-            new = getattr(self.manager, action)(stream)
-        pipe = self.manager.pipelines.get(stream)
-        if pipe is not None:
-            self.watch(stream, pipe)  # a restart may have built a new pipeline
-        return new
+            return str(self.manager.resume(stream))
+        return str(getattr(self.manager, action)(stream))
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def _stop_following(self) -> None:
+        self._closed = True
+        if self._loop.is_closed():
+            return
+        for task in self._tasks:
+            task.cancel()
+        if _running_loop() is not self._loop and self._loop.is_running():
+            # the subscriptions live on another thread's loop (a runtime's): let them detach from the bus
+            # before that loop may be stopped, rather than leave pending tasks behind
+            concurrent.futures.wait(self._tasks, timeout=2.0)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop following the bus; close what :meth:`start` opened (its runtime, pipelines and bus)."""
+        self._stop_following()
+        for service in self._owned:
+            with contextlib.suppress(Exception):
+                service.close()
+        self._owned = []
+
+    async def aclose(self) -> None:
+        """:meth:`close` from a coroutine: the pipelines of an owned runtime stop without blocking the loop."""
+        self._stop_following()
+        for service in self._owned:
+            with contextlib.suppress(Exception):
+                if hasattr(service, "aclose"):
+                    await service.aclose()
+                else:
+                    service.close()
+        self._owned = []
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _id_key(message_id: str) -> tuple[int, int]:
+    """A bus message id ``"<ms>-<n>"`` (memory and Redis alike) as a sortable pair."""
+    ms, _, n = message_id.partition("-")
+    return int(ms), int(n or 0)
 
 
 def _updates(live: "_Live | None", series: Sequence[str] | None, cursor: int) -> tuple[pd.DataFrame, int, float | None]:

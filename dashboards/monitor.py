@@ -1,7 +1,7 @@
 """The live monitor: one Panel app for Voila (``dashboards/monitor.ipynb``) and for ``nexus up``.
 
 ``build_monitor(source)`` returns the page for one viewer. Its data comes only from a
-:class:`~dashboards._source.MonitorSource` (embedded pipelines or a gateway through the SDK):
+:class:`~dashboards._source.MonitorSource` (a runtime's bus and store, or a gateway through the SDK):
 
 * **streams overview** — state, rate, lag, dead letters, errors; start / pause / stop when ``can_control``
   (otherwise the buttons are absent, not disabled), each action first passed to ``authorize``;
@@ -442,7 +442,7 @@ class Monitor:
             self.feed.subscribe(self._wake)
 
     def _wake(self, stream: str) -> None:
-        """A batch of ``stream`` arrived (pipeline thread): schedule a push on this page's session."""
+        """A batch of ``stream`` arrived (on the source's loop): schedule a push on this page's session."""
         if self._wake_pending or self._doc is None or stream != self.stream.value:
             return
         self._wake_pending = True
@@ -526,7 +526,7 @@ async def start_monitor(settings: Any, source: MonitorSource, port: int | None =
                         **options: Any) -> Any:
     """Serve the monitor with Panel's (Bokeh) server on the running event loop; returns the server.
 
-    One ``source`` (one set of pipelines) feeds every viewer; each browser session gets its own page.
+    One ``source`` (one runtime's bus and store) feeds every viewer; each browser session gets its own page.
     The page is at ``http://<address>:<port>/monitor``; callers log in with the gateway's credentials
     (``auth``, default ``MonitorAuth(settings)``): ``/monitor?token=<token or key>`` logs in and drops
     the token from the address, ``/login`` asks for one, ``/logout`` forgets it. The page's controls

@@ -49,8 +49,8 @@ __all__ = [
 
 
 def query(stream: str, store_target: str | Settings | None = None, **params: Any) -> Any:
-    """Points of ``stream`` from the configured store as a DataFrame, e.g. ``query("pumps", last="6h",
-    every="5min")`` (parameters of :meth:`nexus_kernel.storage.Store.query`)."""
+    """Points of ``stream`` as a DataFrame, e.g. ``query("pumps", last="6h", every="5min")`` (parameters of
+    :meth:`nexus_kernel.storage.Store.query`), from the store :func:`store` gives for ``store_target``."""
     opened = store(store_target)
     try:
         return opened.query(stream, **params)
@@ -59,9 +59,21 @@ def query(stream: str, store_target: str | Settings | None = None, **params: Any
 
 
 def store(target: str | Settings | None = None) -> Any:
-    """The configured store (DuckDB under ``.nexus/`` by default), or the one ``target`` names."""
-    storage = importlib.import_module("nexus_kernel.storage")
-    return storage.open_store(target if target is not None else load_settings())
+    """The store of a Nexus home: the configured one (no ``target``) or that of ``target`` (settings).
+
+    While ``nexus up`` owns the home, this is its store reached through its gateway (a
+    :class:`~nexus_kernel.client.RemoteStore`: reads, and job runs); with no ``nexus up``, the store
+    itself (DuckDB under ``.nexus/`` by default). A URL ``target`` (``"duckdb:///x.db"``, a DSN) opens
+    that store here, whoever else may own it.
+
+    >>> db = store()                                   # doctest: +SKIP
+    >>> db.query("sensors", last="1h", every="1min")   # doctest: +SKIP
+    """
+    if isinstance(target, str):
+        storage = importlib.import_module("nexus_kernel.storage")
+        return storage.open_store(target)
+    client = importlib.import_module("nexus_kernel.client")
+    return client.home_store(target if target is not None else load_settings())
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,6 @@
 """Registries of named plugins, built once, filled by built-ins at import and by entry points.
 
-Modelled on papermill's engine registry: each family (sources, steps, sinks, stores, detectors,
+Modelled on papermill's engine registry: each family (sources, steps, transforms, stores, detectors,
 forecasters, ...) owns one :class:`Registry`; built-in members register themselves with the
 :meth:`Registry.register` decorator when their module is imported; third-party packages add members
 through the entry-point group named by the registry (for example ``nexus_kernel.sources``), loaded the

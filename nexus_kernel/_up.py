@@ -1,25 +1,32 @@
-"""``nexus up``: run the streams of a Nexus home on embedded defaults and show them live.
+"""``nexus up``: run the streams of a Nexus home on its :class:`~nexus_kernel.runtime.Runtime` and show them live.
 
 One process owns the home while it runs: it holds the home's lock (``home/up.lock``, an exclusive
 ``flock`` the kernel drops when the process ends, SIGKILL included — see :mod:`._home_lock`), so a
-second ``nexus up`` on the same home is refused and a restart after a crash starts. It restores the
-saved streams, creates the built-in simulator stream on first start, reconciles with changes the CLI
-makes to the registry, writes ``status.json`` every second for other processes, and stops cleanly on
-Ctrl-C or SIGTERM — saved states untouched, so the next ``nexus up`` resumes where this one stopped.
+second ``nexus up`` on the same home is refused and a restart after a crash starts. Its runtime restores
+the saved streams (the built-in simulator stream, a saved spec, on first start) on the pipelines' own
+thread, reconciles with changes the CLI makes to the registry, and ``nexus up`` writes ``status.json``
+every second for other processes and stops cleanly on Ctrl-C or SIGTERM — saved states untouched, so
+the next ``nexus up`` resumes where this one stopped.
 
-It serves the gateway and the live monitor; the monitor asks for the gateway's credentials, and the
-URL printed at start carries a login token (``.../monitor?token=...``) as Jupyter's does.
+It serves the gateway (advertised in ``home/runtime.json`` for the other processes of the home) and
+the live monitor, mounted through the ``nexus_kernel.monitors`` entry point (see
+:mod:`nexus_kernel.runtime._hooks`); without the ``dashboards`` extra it says so and serves none. The
+monitor asks for the gateway's credentials, and the URL printed at start carries a login token
+(``.../monitor?token=...``) as Jupyter's does. The terminal view reads the bus, never a pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
+import logging
 import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,12 +39,12 @@ from rich.table import Table
 
 from ._home_lock import HomeBusyError, HomeLock, holder_pid
 from .config import Settings
-from .engine import Pipeline, StreamManager, sources
 from .records import SERIES, TIME
+from .runtime import Runtime, split_topic, topic_pattern
 
-__all__ = ["run_up", "default_pipeline", "read_status", "up_pid", "HomeBusyError"]
+__all__ = ["run_up", "read_status", "up_pid", "HomeBusyError", "UpView"]
 
-DEFAULT_STREAM = "sensors"
+log = logging.getLogger("nexus_kernel.up")
 
 
 def up_pid(settings: Settings) -> int | None:
@@ -57,94 +64,122 @@ def read_status(settings: Settings) -> dict[str, Any] | None:
     if up_pid(settings) is None:
         return None
     try:
-        return json.loads((settings.home / "status.json").read_text())
+        loaded = json.loads((settings.home / "status.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def default_pipeline(settings: Settings) -> Pipeline:
-    """The built-in stream: simulated sensors, validated, stored, published, scored, aggregated per minute.
-
-    Event time advances with the wall clock: the tick spacing is ``series / rate`` seconds.
-    """
-    freq = pd.Timedelta(seconds=settings.sim_series / settings.sim_rate)
-    source = sources.simulator(
-        series=settings.sim_series, freq=str(freq), rate=settings.sim_rate, seed=settings.sim_seed,
-        anomaly_rate=6.0, bad_rate=0.002, stream=DEFAULT_STREAM,
-    )
-    # A live view wants several small batches a second rather than one large one. The simulator emits a
-    # frame every 0.1 s; a joining interval of the same length waits just long enough for the next frame
-    # and paired every two (5 batches/s, measured), so it is half the emission period.
-    return (Pipeline.from_source(source, name=DEFAULT_STREAM, settings=settings)
-            .batch(interval=min(settings.batch_interval, 0.05))
-            .validate()
-            .store()
-            .cache()
-            .publish("points")
-            .analyze()
-            .window("1min", agg=["count", "mean", "min", "max"])
-            .publish("windows"))
-
-
-def open_services(settings: Settings) -> dict[str, Any]:
-    """The store, cache and live bus every stream of this process shares (embedded by default)."""
-    from .storage import open_bus, open_cache, open_store
-
-    return {"store": open_store(settings), "cache": open_cache(settings), "bus": open_bus(settings)}
-
-
-def close_services(services: dict[str, Any]) -> None:
-    for name in ("bus", "cache", "store"):
-        service = services.get(name)
-        if service is not None:
-            with contextlib.suppress(Exception):
-                service.close()
-
-
-class LatestValues:
-    """Newest value per series of the records a pipeline accepted (vectorized per batch)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, tuple[pd.Timestamp, float]] = {}
-
-    def __call__(self, batch: pd.DataFrame) -> None:
-        if batch is None or batch.empty or "value" not in batch.columns:
-            return
-        newest = batch.sort_values(TIME, kind="mergesort").groupby(SERIES, observed=True).tail(1)
-        for series, ts, value in zip(newest[SERIES], newest[TIME], newest["value"]):
-            self.values[str(series)] = (ts, float(value))
+    return loaded if isinstance(loaded, dict) else None
 
 
 class UpView:
-    """What ``nexus up`` shows: a rich live table on a terminal, one line per stream otherwise."""
+    """What ``nexus up`` shows: a rich live table on a terminal, one line per stream otherwise.
 
-    def __init__(self, manager: StreamManager, console: Console, headless: bool) -> None:
-        self.manager = manager
+    Its figures come from the runtime's live bus — the newest value per series from every stream's
+    ``points``, the anomalies from ``anomalies`` frames (rows with ``is_anomaly``) — and its counts from
+    :meth:`Runtime.status <nexus_kernel.runtime.Runtime.status>`; it never taps a pipeline.
+
+    Parameters
+    ----------
+    runtime
+        The runtime whose bus and streams are shown.
+    console
+        Where to draw.
+    headless
+        One line per stream per tick instead of a live table.
+    maxsize
+        Each subscription's queue; a view that falls behind is cut off by the bus
+        (:class:`~nexus_kernel.storage.SubscriberLagged`) and subscribes again, losing only what it missed.
+
+    Caveats: "anomalies detected" counts what the view saw since it opened (:meth:`open` before the
+    streams start sees them all). Example::
+
+        view = UpView(runtime, Console(), headless=True)
+        await view.open()          # subscribed: frames published from now on are seen
+        runtime.start()
+        print(view.line(view.snapshot()))
+        await view.close()
+    """
+
+    KINDS = ("points", "anomalies")
+
+    def __init__(self, runtime: Runtime, console: Console, headless: bool, maxsize: int = 1000,
+                 keep: int = 5) -> None:
+        self.runtime = runtime
         self.console = console
         self.headless = headless
-        self.latest: dict[str, LatestValues] = {}
+        self.maxsize = maxsize
+        self.latest: dict[str, dict[str, float]] = {}
+        self.detected: dict[str, int] = {}
+        self.recent: dict[str, deque[dict[str, Any]]] = {}
+        self.keep = keep
+        self.lagged = 0
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def watch(self, name: str, pipe: Pipeline) -> None:
-        if name in self.latest:
+    async def open(self) -> UpView:
+        """Subscribe to every stream's points and anomalies; returns once both subscriptions listen."""
+        for kind in self.KINDS:
+            ready = asyncio.Event()
+            self._tasks.append(asyncio.create_task(self._follow(kind, ready), name=f"nexus-up-view-{kind}"))
+            waiting = asyncio.create_task(ready.wait())
+            done, _ = await asyncio.wait({waiting, self._tasks[-1]}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting not in done:
+                waiting.cancel()
+                self._tasks[-1].result()  # the subscription failed at once: raise why
+        return self
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _follow(self, kind: str, ready: asyncio.Event) -> None:
+        from .storage import BusError, SubscriberLagged
+
+        handle = self._points if kind == "points" else self._anomalies
+        while True:
+            try:
+                async with self.runtime.bus.subscribe(topic_pattern("*", kind), maxsize=self.maxsize) as sub:
+                    ready.set()
+                    async for message in sub:
+                        stream, _ = split_topic(message.topic)
+                        try:
+                            handle(stream, message.frame)
+                        except (KeyError, TypeError, ValueError) as exc:  # a frame of another shape: skip it
+                            log.debug("up view: skipped a %s frame of %s: %s", kind, stream, exc)
+                return  # the bus closed
+            except SubscriberLagged:
+                self.lagged += 1  # fell behind: what was dropped is gone from the view, not from the store
+            except BusError as exc:
+                if not ready.is_set():
+                    raise
+                log.warning("up view: %s subscription lost (%s); subscribing again", kind, exc)
+                await asyncio.sleep(1.0)
+
+    def _points(self, stream: str, frame: pd.DataFrame) -> None:
+        if frame.empty or "value" not in frame.columns:
             return
-        tracker = LatestValues()
-        node = pipe.node_after("validate")
-        if node is not None:
-            node.sink(tracker)
-            self.latest[name] = tracker
+        newest = frame.sort_values(TIME, kind="mergesort") if TIME in frame.columns else frame
+        latest = self.latest.setdefault(stream, {})
+        latest.update(zip(newest[SERIES].astype(str), newest["value"].astype(float)))  # later rows win
+
+    def _anomalies(self, stream: str, frame: pd.DataFrame) -> None:
+        flagged = frame[frame["is_anomaly"].astype(bool)] if "is_anomaly" in frame.columns else frame.iloc[:0]
+        if flagged.empty:
+            return
+        self.detected[stream] = self.detected.get(stream, 0) + len(flagged)
+        recent = self.recent.setdefault(stream, deque(maxlen=self.keep))
+        recent.extend(_why({str(k): v for k, v in item.items()}) for item in flagged.tail(self.keep).to_dict("records"))
 
     def snapshot(self) -> list[dict[str, Any]]:
-        rows = self.manager.status()
-        assert isinstance(rows, list)
+        """The runtime's status rows, with what the view read from the bus."""
+        rows = self.runtime.status()
         for row in rows:
-            pipe = self.manager.pipelines.get(row["name"])
-            info = getattr(pipe.source, "info", None) if pipe else None
-            row["anomalies_injected"] = info()["anomalies_injected"] if callable(info) else None
-            analyze = next((s for s in pipe.steps if getattr(s, "kind", None) == "analyze"), None) if pipe else None
-            row["anomalies_detected"] = analyze.anomalies if analyze is not None else None
-            row["recent_anomalies"] = _recent(analyze)
-            tracker = self.latest.get(row["name"])
-            row["latest"] = {k: round(v[1], 3) for k, v in sorted(tracker.values.items())} if tracker else {}
+            name = row["name"]
+            row["anomalies_detected"] = self.detected.get(name, 0 if name in self.runtime.pipelines else None)
+            row["recent_anomalies"] = list(self.recent.get(name, ()))
+            row["latest"] = {k: round(v, 3) for k, v in sorted(self.latest.get(name, {}).items())}
         return rows
 
     def render(self, rows: list[dict[str, Any]]) -> Group:
@@ -172,7 +207,7 @@ class UpView:
                 feed = Table(title=f"{r['name']}: latest anomalies (why flagged)", expand=False)
                 for col in ("time", "series", "score", "reason"):
                     feed.add_column(col)
-                for a in r["recent_anomalies"][-5:]:
+                for a in r["recent_anomalies"][-self.keep:]:
                     feed.add_row(a["ts"], a["series"], f"{a['score']:.2f}", a["why"])
                 parts.append(feed)
             if r.get("last_error"):
@@ -209,12 +244,13 @@ async def run_up(settings: Settings, headless: bool = False, duration: float | N
 
 async def _run_locked(settings: Settings, headless: bool, duration: float | None, console: Console,
                       on_ready: Callable[[], None] | None, gateway: bool, monitor: bool, scheduler: bool) -> int:
+    from .runtime import _discovery
+
     # a PID file older versions wrote: its PID means nothing now (the lock file names the holder)
     with contextlib.suppress(FileNotFoundError):
         (settings.home / "up.pid").unlink()
-    services = open_services(settings)
-    manager = StreamManager(settings, services=services, run=True)
-    view = UpView(manager, console, headless)
+    runtime = Runtime.open(settings)
+    view = UpView(runtime, console, headless)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -225,29 +261,35 @@ async def _run_locked(settings: Settings, headless: bool, duration: float | None
 
     on_signals()
     served = monitor_server = jobs = None
+    advertised = False
     try:
-        if not manager.streams():
-            manager.create(DEFAULT_STREAM, default_pipeline(settings))
-            manager.start(DEFAULT_STREAM)
-        restored = manager.restore()
+        await view.open()  # before the streams start: the view sees their first frames
+        restored = runtime.start()
         from .gateway import first_admin_token
 
         admin_token = first_admin_token(settings) if gateway or monitor else ""
         authenticator = None
         if gateway:
-            served = await _serve_gateway(settings, services, manager, console, admin_token)
+            served = await _serve_gateway(settings, runtime, console, admin_token)
             authenticator = served.services.authenticator
+            _discovery.advertise(settings, gateway=served.url)
+            advertised = True
+        needs_extra: list[str] = []
         if monitor:
-            monitor_server = await _serve_monitor(settings, services, manager, console, admin_token, authenticator)
+            monitor_server = await _serve_monitor(settings, runtime, console, admin_token, authenticator,
+                                                  needs_extra)
             on_signals()  # Panel's server installs a SIGINT handler that stops the loop: ours again
         if scheduler:
-            from .scheduler import NotebookScheduler
+            jobs = _start_scheduler(settings, runtime, console, needs_extra)
+        if needs_extra:
+            from .runtime._hooks import MONITOR_EXTRA_HINT
 
-            jobs = NotebookScheduler(settings).start()
-        for name in manager.pipelines:
-            view.watch(name, manager.pipelines[name])
+            verb = "it needs" if len(needs_extra) == 1 else "they need"
+            console.print(f"nexus up: no {' and no '.join(needs_extra)}: {verb} the dashboards extra "
+                          f"({MONITOR_EXTRA_HINT})", markup=False, highlight=False, soft_wrap=True)
         console.print(f"nexus up: home {settings.home.resolve()} · streams running: "
-                      f"{', '.join(restored) or 'none'} · Ctrl-C to stop", highlight=False, soft_wrap=True)
+                      f"{', '.join(restored) or 'none'} · Ctrl-C to stop", markup=False, highlight=False,
+                      soft_wrap=True)
         if on_ready:
             on_ready()
         deadline = None if duration is None else time.monotonic() + duration
@@ -256,30 +298,32 @@ async def _run_locked(settings: Settings, headless: bool, duration: float | None
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-                manager.reconcile()
-                for name, pipe in manager.pipelines.items():
-                    view.watch(name, pipe)
+                runtime.reconcile()
                 rows = view.snapshot()
                 _write_status(settings.home / "status.json", rows)
                 if live is not None:
                     live.update(view.render(rows))
                 else:
-                    console.print(view.line(rows), highlight=False, soft_wrap=True)
+                    console.print(view.line(rows), markup=False, highlight=False, soft_wrap=True)
                     sys.stdout.flush()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
     finally:
+        if advertised:
+            _discovery.withdraw(settings)
         if jobs is not None:
             with contextlib.suppress(Exception):
                 jobs.shutdown(wait=False)
         if monitor_server is not None:
             with contextlib.suppress(Exception):
-                monitor_server.stop()
+                stopped = monitor_server.stop()
+                if inspect.isawaitable(stopped):
+                    await stopped
         if served is not None:
             with contextlib.suppress(Exception):
                 await served.stop()
-        await manager.shutdown_async()
-        close_services(services)
+        await view.close()
+        await runtime.aclose()
         with contextlib.suppress(FileNotFoundError):
             (settings.home / "status.json").unlink()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -289,13 +333,11 @@ async def _run_locked(settings: Settings, headless: bool, duration: float | None
     return 0
 
 
-async def _serve_gateway(settings: Settings, services: dict[str, Any], manager: StreamManager,
-                         console: Console, admin_token: str) -> Any:
-    """The REST + WebSocket gateway over this process's streams, store and bus; prints how to reach it."""
+async def _serve_gateway(settings: Settings, runtime: Runtime, console: Console, admin_token: str) -> Any:
+    """The REST + WebSocket gateway over the runtime's streams, store and bus; prints how to reach it."""
     from .gateway import Services, start_gateway
 
-    shared = Services.create(settings, store=services["store"], bus=services["bus"], manager=manager)
-    served = await start_gateway(settings, shared)
+    served = await start_gateway(settings, Services.create(settings, runtime=runtime))
     console.print(f"gateway: {served.url}  (API docs: {served.url}/openapi.json)", highlight=False, soft_wrap=True)
     console.print(f"admin token: {admin_token}", highlight=False, soft_wrap=True)
     console.print(f"try: curl -H 'Authorization: Bearer <token>' {served.url}/api/streams", highlight=False,
@@ -303,40 +345,55 @@ async def _serve_gateway(settings: Settings, services: dict[str, Any], manager: 
     return served
 
 
-async def _serve_monitor(settings: Settings, services: dict[str, Any], manager: StreamManager,
-                         console: Console, admin_token: str, authenticator: Any = None) -> Any:
-    """The live monitor (Panel server): one set of pipelines feeds every viewer.
+async def _serve_monitor(settings: Settings, runtime: Runtime, console: Console, admin_token: str,
+                         authenticator: Any, needs_extra: list[str]) -> Any:
+    """The live monitor, from the ``nexus_kernel.monitors`` entry point; None when none loads.
 
     It logs callers in with the gateway's credentials (``authenticator``: the gateway's own, so both
-    answer alike; a new one over the home's keys when the gateway is not served). The printed URL
-    carries the admin token: the first click logs in, and the token leaves the address bar at once.
+    answer alike; None when the gateway is not served). The printed URL carries the admin token: the
+    first click logs in, and the token leaves the address bar at once.
     """
-    from dashboards import EmbeddedSource, MonitorAuth, start_monitor
+    from .runtime._hooks import load_monitor
 
-    auth = MonitorAuth(settings, authenticator=authenticator)
-    server = await start_monitor(settings, EmbeddedSource(manager, store=services["store"]),
-                                 port=settings.monitor_port, auth=auth)
+    hook = load_monitor()
+    if hook.serve is None:
+        if hook.needs_extra:
+            needs_extra.append("monitor")
+        else:
+            console.print(f"monitor: not served: {hook.problem}", markup=False, highlight=False, soft_wrap=True)
+        return None
+    server = await hook.serve(runtime, port=settings.monitor_port, authenticator=authenticator,
+                              admin_token=admin_token)
     console.print(f"monitor: http://{settings.host}:{server.port}/monitor?token={admin_token}", highlight=False,
                   soft_wrap=True)
     return server
 
 
-def _recent(analyze: Any) -> list[dict[str, Any]]:
-    """The newest flagged points of an analyze step, with a one-line why from their reason facts."""
-    recent = getattr(analyze, "recent", None)
-    if recent is None or recent.empty:
-        return []
-    rows = []
-    for item in recent.tail(5).to_dict("records"):
-        try:
-            facts = json.loads(item["reason"])
-        except (TypeError, ValueError):
-            facts = {}
-        why = ", ".join(f"{k}={v}" for k, v in facts.items() if k in ("detector", "feature", "statistic", "threshold")
-                        ) or str(item["reason"])[:80]
-        rows.append({"ts": str(item["ts"])[:19], "series": str(item["series"]), "score": float(item["score"]),
-                     "why": why})
-    return rows
+def _start_scheduler(settings: Settings, runtime: Runtime, console: Console, needs_extra: list[str]) -> Any:
+    """Fire the home's notebook jobs on their cron schedules, history into the runtime's store."""
+    from .runtime._hooks import missing_extra
+
+    try:
+        from .scheduler import NotebookScheduler
+
+        return NotebookScheduler(settings, runtime=runtime).start()
+    except ImportError as exc:
+        if missing_extra(exc) is None:
+            raise
+        needs_extra.append("scheduled notebook jobs")
+        return None
+
+
+def _why(item: dict[str, Any]) -> dict[str, Any]:
+    """A flagged point for the feed, with a one-line why from its reason facts."""
+    try:
+        facts = json.loads(item["reason"])
+    except (TypeError, ValueError):
+        facts = {}
+    why = ", ".join(f"{k}={v}" for k, v in facts.items() if k in ("detector", "feature", "statistic", "threshold")
+                    ) if isinstance(facts, dict) else ""
+    return {"ts": str(item["ts"])[:19], "series": str(item["series"]), "score": float(item["score"]),
+            "why": why or str(item.get("reason"))[:80]}
 
 
 def _write_status(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -38,12 +38,16 @@ seasonal strength). Box, Jenkins & Reinsel, *Time Series Analysis*, ch. 2 (autoc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from nexus_kernel.analysis.seasonality import dominant_period, seasonal_strength
 from nexus_kernel.records import SERIES, TIME, field_columns
+
+if TYPE_CHECKING:  # pandas spells it RollingGroupby (pandas.api.typing); its stubs, RollingGroupBy
+    from pandas.api.typing import RollingGroupBy
 
 __all__ = ["FeatureExtractor", "rolling_features"]
 
@@ -147,7 +151,7 @@ class FeatureExtractor:
         secs = (sub[TIME] - sub[TIME].groupby(key, sort=False).transform("first")).dt.total_seconds()
         group = x.groupby(key, sort=False)
 
-        def roll(s: pd.Series) -> pd.core.window.rolling.RollingGroupby:
+        def roll(s: pd.Series) -> RollingGroupBy[pd.Series]:
             return s.groupby(key, sort=False).rolling(w, min_periods=mp)
 
         def flat(r: pd.Series) -> np.ndarray:  # groupby-rolling output back to row order

@@ -92,7 +92,7 @@ class AsyncClient(_Common, Endpoints):
         super().__init__(url, token, timeout, retries, verify)
         self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(token), timeout=timeout, verify=verify)
 
-    async def _run(self, call: Call) -> Any:  # type: ignore[override]
+    async def _run(self, call: Call) -> Any:
         async for attempt in retry_policy(self.retries, call, asynchronous=True):
             with attempt:
                 response = await self._http.request(call.method, call.path, params=call.params, json=call.json,

@@ -232,6 +232,18 @@ class Endpoints:
         body = _params(detector=detector, last=last, series=list(series) if series else None, field=field, save=save)
         return self._run(Call("POST", f"/api/streams/{name}/detect", json=body))
 
+    # scheduled notebook jobs
+    def job_runs(self, job: str | None = None, limit: int | None = 100) -> Any:
+        """Recorded runs of notebook jobs, newest first (the ``job_runs`` table as a DataFrame)."""
+        return self._run(Call("GET", "/api/jobs/runs", params=_params(job=job, limit=limit), decode="frame"))
+
+    def record_job_run(self, run: Mapping[str, Any]) -> Any:
+        """Record one finished run (``run_id, job, started_at, finished_at, status, output, error, params``);
+        returns ``{run_id, recorded}``. Keyed by ``run_id``, so a resend records nothing twice."""
+        body = {k: (_time(v) if k in ("started_at", "finished_at") else ("" if v is None else v))
+                for k, v in run.items()}
+        return self._run(Call("POST", "/api/jobs/runs", json=body))
+
     # admin
     def keys(self) -> Any:
         return self._run(Call("GET", "/api/keys", decode="keys"))

@@ -152,5 +152,5 @@ class LiveSource(streamz.Source):
 
     def stop(self) -> None:
         super().stop()
-        loop = self.loop.asyncio_loop  # type: ignore[attr-defined]
+        loop = self.loop.asyncio_loop
         loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.subscription.close()))

@@ -10,7 +10,7 @@ from ._manager import StreamManager, StreamStateError
 from ._pipeline import Pipeline, PipelineStateError, rebatch
 from ._services import Analyze, CacheLatest, Publish, StoreWrite
 from ._specs import SpecError
-from ._steps import Apply, Filter, Sink, Step, StepContext, Validate, sinks, steps
+from ._steps import Apply, BaseStep, CallableStep, Filter, Sink, Step, StepContext, Validate, as_step, steps
 from ._transforms import Predicate, Transform, TransformError, transforms
 from ._windows import AGGREGATES, Window
 
@@ -21,6 +21,8 @@ __all__ = [
     "Publish",
     "StoreWrite",
     "Apply",
+    "BaseStep",
+    "CallableStep",
     "Filter",
     "Pipeline",
     "PipelineStateError",
@@ -35,8 +37,8 @@ __all__ = [
     "TransformError",
     "Validate",
     "Window",
+    "as_step",
     "rebatch",
-    "sinks",
     "sources",
     "steps",
     "transforms",

@@ -12,21 +12,18 @@ from typing import Any
 
 import pandas as pd
 
-from ._steps import StepContext, steps
+from ._steps import BaseStep, StepContext, steps
 
 __all__ = ["Analyze", "Publish", "StoreWrite", "CacheLatest"]
 
 
-class _ServiceStep:
+class _ServiceStep(BaseStep):
     kind = "service"
     service = ""
 
     def __init__(self) -> None:
         self.context: StepContext | None = None
         self.written = 0
-
-    def bind(self, context: StepContext) -> None:
-        self.context = context
 
     @property
     def target(self) -> Any:
@@ -75,6 +72,7 @@ class Publish(_ServiceStep):
 
     kind = "publish"
     service = "bus"
+    examples = ({}, {"topic": "windows"})
 
     def __init__(self, topic: str = "points") -> None:
         super().__init__()
@@ -100,22 +98,22 @@ class Analyze(_ServiceStep):
 
     Parameters are those of :class:`nexus_kernel.analysis.Analyzer`. Only flagged points are stored and
     published by default (``only_anomalies=True``): on a busy stream, every score would be most of the
-    traffic. The batch itself passes on unchanged; the newest results are kept on the step
-    (``recent``) for views that run in the same process.
+    traffic. The batch itself passes on unchanged, and nothing is kept on the step: its readers (the
+    terminal view, the monitor, later alerts) read the bus — ``topic(stream, "anomalies")`` and, with
+    ``forecast=True``, ``topic(stream, "forecasts")`` — or the store, never the step.
     """
 
     kind = "analyze"
+    examples = ({}, {"detector": "ewma", "only_anomalies": False},
+                {"detector": "cusum", "forecast": True, "horizon": 3})
 
     def __init__(self, detector: str = "ensemble", only_anomalies: bool = True, forecast: bool = False,
-                 keep: int = 200, **params: Any) -> None:
+                 **params: Any) -> None:
         super().__init__()
         from ..analysis import Analyzer
 
         self.params = {"detector": detector, "only_anomalies": only_anomalies, "forecast": forecast, **params}
         self.analyzer = Analyzer(detector=detector, only_anomalies=only_anomalies, forecast=forecast, **params)
-        self.keep = keep
-        self.recent: pd.DataFrame | None = None
-        self.anomalies = 0
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if batch.empty:
@@ -126,12 +124,6 @@ class Analyze(_ServiceStep):
         for table, frame in results.items():
             if frame is None or frame.empty:
                 continue
-            if table == "anomalies":
-                flagged = frame[frame["is_anomaly"]]
-                self.anomalies += len(flagged)
-                if not flagged.empty:
-                    joined = flagged if self.recent is None else pd.concat([self.recent, flagged], ignore_index=True)
-                    self.recent = joined.tail(self.keep).reset_index(drop=True)
             if services.get("store") is not None:
                 services["store"].append(table, frame)
             if services.get("bus") is not None:

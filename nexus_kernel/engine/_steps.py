@@ -1,29 +1,53 @@
-"""Steps and sinks: the small protocols every stage of a pipeline follows, and their registries.
+"""Steps: the one protocol every stage of a pipeline follows, its base class, and the step registry.
 
 A *step* takes a micro-batch (a DataFrame) and returns a DataFrame, or ``None`` when it has nothing to
-pass on yet (a window that has not closed). A step may also implement ``bind(context)`` — called once
-when the pipeline starts, giving it the stream name, settings and the dead-letter queue — and
-``flush()`` — called when the stream stops or its source ends, returning what it still holds.
+pass on yet (a window that has not closed). :class:`Step` declares everything the pipeline may call on a
+step, and the pipeline calls all of it on every step, never asking what a step has:
 
-A *sink* is a step with side effects whose output is its input: it writes the batch somewhere and
-passes it on, so sinks can be chained.
+``kind``
+    Its registry name (``"validate"``, ``"window"``...), shown in ``status()`` and error messages.
+``__call__(batch)``
+    The work, once per micro-batch.
+``bind(context)``
+    Called when the pipeline starts (again at every restart), with the stream name, settings, services
+    and dead-letter queue.
+``flush()``
+    Called when the stream stops or its source ends: what the step still holds (open windows), or None.
+``spec()``
+    ``{"kind": ..., "params": {...}}`` that rebuilds the step from the registry, or a ``TypeError`` for a
+    step that holds live objects and cannot be saved in a stream spec.
 
-Built-in steps register themselves here by name (``validate``, ``apply``, ``filter``, ``window``,
-``sink``); the :class:`~nexus_kernel.engine.Pipeline` exposes each registered step as a chainable
-method, as streamz does with ``Stream.register_api``.
+:class:`BaseStep` gives every part but ``__call__`` a do-nothing default, and every built-in step derives
+from it; :func:`as_step` turns a plain callable into a step (:class:`CallableStep`), so ``pipe.then(fn)``
+works in a notebook. Built-in steps register themselves by name (``validate``, ``apply``, ``filter``,
+``window``, ``store``, ``cache``, ``publish``, ``analyze``); the :class:`~nexus_kernel.engine.Pipeline`
+builds a registered step from a spec by that name. :class:`Sink` is not registered: its target is a live
+object, which a spec cannot name.
 
 ``apply`` and ``filter`` take a registered *transform* / *predicate* by name (see
 :mod:`nexus_kernel.engine._transforms`) — what a stream spec may name — or, in-process only, a
 Python callable. Nothing here imports a module named by a spec.
+
+Example
+-------
+>>> import pandas as pd
+>>> from nexus_kernel.engine import BaseStep
+>>> class Double(BaseStep):  # register with @steps.register("double") to name it in a stream spec
+...     kind = "double"
+...     def __call__(self, batch):
+...         return batch.assign(value=batch["value"] * 2)
+...     def spec(self):
+...         return {"kind": self.kind, "params": {}}
+>>> Double()(pd.DataFrame({"value": [1.0]}))["value"].tolist()
+[2.0]
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -33,14 +57,16 @@ from ..records import Clock, DeadLetterQueue, Schema, Validator
 from ._transforms import Predicate, Transform, TransformError, make_transform, transforms
 
 __all__ = [
+    "BaseStep",
+    "CallableStep",
     "Step",
     "StepContext",
     "Validate",
     "Apply",
     "Filter",
     "Sink",
+    "as_step",
     "steps",
-    "sinks",
 ]
 
 
@@ -57,34 +83,112 @@ class StepContext:
 
 @runtime_checkable
 class Step(Protocol):
+    """What a pipeline calls on each of its steps (see the module docstring for when and why).
+
+    Structural: any object with these members is a step; deriving from :class:`BaseStep` is the easy way
+    to have them all. ``isinstance(obj, Step)`` checks that the members exist, not their signatures.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None: ...
+
+    def bind(self, context: StepContext) -> None: ...
+
+    def flush(self) -> pd.DataFrame | None: ...
+
+    def spec(self) -> dict[str, Any]: ...
+
+
+_OPTIONAL = ("bind", "flush", "spec")  # the parts a callable may be tempted to half-implement
+
+
+class BaseStep:
+    """A :class:`Step` whose optional parts do nothing: subclasses implement ``__call__`` and what they need.
+
+    ``bind`` keeps the context on ``self.context``; ``flush`` holds nothing back; ``spec`` refuses, so a
+    step that can be saved in a stream spec says so by overriding it. ``examples`` are parameter sets the
+    conformance suite (``tests/engine/test_step_conformance.py``) builds a registered step with — one
+    ``{}`` by default, so a step with required parameters must list some.
+    """
+
+    kind: str = "step"
+    examples: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    context: StepContext | None = None
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(batch)")
+
+    def bind(self, context: StepContext) -> None:
+        self.context = context
+
+    def flush(self) -> pd.DataFrame | None:
+        return None
+
+    def spec(self) -> dict[str, Any]:
+        raise TypeError(
+            f"step {self!r} cannot be saved in a stream spec; register a step class that implements spec() "
+            "(nexus_kernel.engine.steps.register(name)) to use it in a managed stream")
+
+
+class CallableStep(BaseStep):
+    """A plain ``DataFrame → DataFrame | None`` callable as a step: nothing to bind or flush, not savable.
+
+    Parameters
+    ----------
+    func
+        Called with each batch.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> step = as_step(lambda b: b.head(1))
+    >>> isinstance(step, CallableStep), len(step(pd.DataFrame({"v": [1, 2]})))
+    (True, 1)
+    """
+
+    def __init__(self, func: Callable[[pd.DataFrame], pd.DataFrame | None]) -> None:
+        self.func = func
+        self.kind = getattr(func, "__name__", type(func).__name__)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None:
+        return self.func(batch)
+
+    def __repr__(self) -> str:
+        return f"CallableStep({self.func!r})"
+
+
+def as_step(obj: Step | Callable[[pd.DataFrame], pd.DataFrame | None]) -> Step:
+    """``obj`` as a :class:`Step`: a step as it is, a plain callable wrapped in :class:`CallableStep`.
+
+    Raises ``TypeError`` for anything that is not callable, and for a callable that implements some of
+    ``bind``/``flush``/``spec`` but not the whole protocol — wrapping it would silently drop those (derive
+    it from :class:`BaseStep`, which supplies the rest).
+    """
+    if isinstance(obj, Step):
+        return obj
+    if not callable(obj):
+        raise TypeError(f"a step must be callable with a batch (got {type(obj).__name__})")
+    partial = sorted(set(_OPTIONAL) & set(dir(obj)))
+    if partial:
+        missing = [m for m in ("kind", *_OPTIONAL) if m not in dir(obj)]
+        raise TypeError(
+            f"step {obj!r} implements {', '.join(partial)} but not {', '.join(missing)}: derive it from "
+            "nexus_kernel.engine.BaseStep, which supplies do-nothing defaults, or implement the whole Step protocol")
+    return CallableStep(obj)
 
 
 steps: Registry[Callable[..., Step]] = Registry("steps")
-sinks: Registry[Callable[..., Step]] = Registry("sinks")
 
 
-def bind(step: Any, context: StepContext) -> None:
-    if hasattr(step, "bind"):
-        step.bind(context)
-
-
-def flush(step: Any) -> pd.DataFrame | None:
-    return step.flush() if hasattr(step, "flush") else None
-
-
-def spec_of(step: Any) -> dict[str, Any]:
-    """How to rebuild ``step`` from the registry; raises for anonymous callables."""
-    if hasattr(step, "spec"):
-        return step.spec()
-    raise TypeError(
-        f"step {step!r} is a plain callable and cannot be saved; register it with "
-        "nexus_kernel.engine.steps.register(name) to use it in a managed stream"
-    )
+def spec_of(step: Step | Callable[[pd.DataFrame], pd.DataFrame | None]) -> dict[str, Any]:
+    """How to rebuild ``step`` from the registry (``as_step(step).spec()``); raises for anonymous callables."""
+    return as_step(step).spec()
 
 
 @steps.register("validate")
-class Validate:
+class Validate(BaseStep):
     """Split bad rows off to the dead-letter queue; pass the clean batch on.
 
     Parameters mirror :class:`~nexus_kernel.records.Schema`; lateness defaults to the
@@ -100,7 +204,10 @@ class Validate:
         lateness: float | None = None,
         max_attr_bytes: int | None = None,
     ) -> None:
-        self.params = {"fields": fields, "series": series, "lateness": lateness, "max_attr_bytes": max_attr_bytes}
+        self.fields = list(fields) if fields else None
+        self.series = list(series) if series else None
+        self.lateness = lateness
+        self.max_attr_bytes = max_attr_bytes
         self.validator: Validator | None = None
         self.context: StepContext | None = None
 
@@ -112,11 +219,10 @@ class Validate:
         s = context.settings
         schema = Schema(
             stream=context.stream,
-            fields=tuple(self.params["fields"]) if self.params["fields"] else None,
-            series=frozenset(self.params["series"]) if self.params["series"] else None,
-            allowed_lateness=timedelta(seconds=self.params["lateness"] if self.params["lateness"] is not None
-                                       else s.allowed_lateness),
-            max_attr_bytes=self.params["max_attr_bytes"] or s.max_attr_bytes,
+            fields=tuple(self.fields) if self.fields else None,
+            series=frozenset(self.series) if self.series else None,
+            allowed_lateness=timedelta(seconds=self.lateness if self.lateness is not None else s.allowed_lateness),
+            max_attr_bytes=self.max_attr_bytes or s.max_attr_bytes,
             max_future=s.max_future, max_name_length=s.max_name_length,
         )
         self.validator = Validator(schema, clock=context.clock)
@@ -130,11 +236,12 @@ class Validate:
         return good
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "params": dict(self.params)}
+        return {"kind": self.kind, "params": {"fields": self.fields, "series": self.series,
+                                              "lateness": self.lateness, "max_attr_bytes": self.max_attr_bytes}}
 
 
 @steps.register("apply")
-class Apply:
+class Apply(BaseStep):
     """Transform each batch with a registered transform (by name), or, in-process, any Python callable.
 
     Parameters
@@ -150,6 +257,7 @@ class Apply:
     """
 
     kind = "apply"
+    examples = ({"transform": "scale", "factor": 2.0}, {"transform": "drop_fields", "fields": ["other"]})
 
     def __init__(self, transform: str | Callable[..., pd.DataFrame | None] | None = None, **params: Any) -> None:
         if isinstance(transform, str):
@@ -172,7 +280,7 @@ class Apply:
 
 
 @steps.register("filter")
-class Filter:
+class Filter(BaseStep):
     """Keep the rows a registered predicate (by name) accepts, or, in-process, where a callable
     ``DataFrame → boolean Series`` is true.
 
@@ -189,6 +297,7 @@ class Filter:
     """
 
     kind = "filter"
+    examples = ({"predicate": "series_in", "series": ["a"]}, {"predicate": "value_between", "lower": 0.0})
 
     def __init__(self, predicate: str | Callable[[pd.DataFrame], Any] | None = None, **params: Any) -> None:
         if isinstance(predicate, str):
@@ -235,12 +344,25 @@ def _needs_a_name(step: str, role: str, params: dict[str, Any]) -> str:
             f"accepted in a stream spec (registered: {', '.join(transforms.names())})")
 
 
-@sinks.register("callable")
-class Sink:
+@runtime_checkable
+class _Writer(Protocol):  # a store
+    def write(self, batch: pd.DataFrame) -> Any: ...
+
+
+@runtime_checkable
+class _Publisher(Protocol):  # a live bus
+    def publish_nowait(self, topic: str, batch: pd.DataFrame) -> Any: ...
+
+
+class Sink(BaseStep):
     """Hand each batch to ``target`` and pass it on.
 
-    ``target`` may be a callable, or any object with a ``write(batch)`` method (a store) or a
-    ``publish_nowait(topic, batch)`` method (a live bus, publishing to ``stream:<name>:<topic>``).
+    ``target`` may be any object with a ``write(batch)`` method (a store), a ``publish_nowait(topic,
+    batch)`` method (a live bus, publishing to ``topic(stream, topic)``), or a callable. Which of them it
+    is gets decided once, here, so a target that is none of them is refused when the pipeline is built.
+
+    Not registered and not savable: a stream spec cannot name a live object (use the ``store`` and
+    ``publish`` steps, which find the process's services).
     """
 
     kind = "sink"
@@ -249,27 +371,26 @@ class Sink:
         self.target = target
         self.topic = topic
         self.stream = "stream"
+        if isinstance(target, _Writer):
+            self._send: Callable[[pd.DataFrame], Any] = target.write
+        elif isinstance(target, _Publisher):
+            self._send = self._publish
+        elif callable(target):
+            self._send = target
+        else:
+            raise TypeError(f"a sink needs a store (write), a bus (publish_nowait) or a callable, not "
+                            f"{type(target).__name__}")
 
     def bind(self, context: StepContext) -> None:
+        self.context = context
         self.stream = context.stream
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        if batch is None or batch.empty:
-            return batch
-        target = self.target
-        if hasattr(target, "write"):
-            target.write(batch)
-        elif hasattr(target, "publish_nowait"):
-            from ..storage import topic  # here, not at the top: the storage package is heavy to import
-
-            target.publish_nowait(topic(self.stream, self.topic), batch)
-        else:
-            target(batch)
+        if not batch.empty:
+            self._send(batch)
         return batch
 
+    def _publish(self, batch: pd.DataFrame) -> None:
+        from ..storage import topic  # here, not at the top: the storage package is heavy to import
 
-def accepts(func: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
+        self.target.publish_nowait(topic(self.stream, self.topic), batch)

@@ -116,6 +116,7 @@ class Transform:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = _Params
     example: ClassVar[dict[str, Any]] = {}
+    params: BaseModel  # an instance of Params; subclasses name their own model, so its fields type-check
 
     def __init__(self, **params: Any) -> None:
         try:
@@ -169,6 +170,7 @@ class Scale(Transform):
         offset: Finite = 0.0
 
     name = "scale"
+    params: Params  # the model above: its fields, typed
     example = {"fields": ["value"], "factor": 2.0, "offset": -1.0}
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -188,6 +190,7 @@ class Clip(Transform):
         fields: Fields = ["value"]
 
     name = "clip"
+    params: Params  # the model above: its fields, typed
     example = {"fields": ["value"], "lower": 0.0, "upper": 5.0}
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -213,6 +216,7 @@ class Rename(Transform):
             return self
 
     name = "rename"
+    params: Params  # the model above: its fields, typed
     example = {"mapping": {"value": "reading"}}
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -231,6 +235,7 @@ class DropFields(Transform):
         fields: Fields
 
     name = "drop_fields"
+    params: Params  # the model above: its fields, typed
     example = {"fields": ["value"]}
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -247,6 +252,7 @@ class SeriesIn(Predicate):
 
     Params = _SeriesParams
     name = "series_in"
+    params: _SeriesParams  # the model above: its fields, typed
     example = {"series": ["a"]}
 
     def mask(self, batch: pd.DataFrame) -> pd.Series:
@@ -259,6 +265,7 @@ class SeriesNotIn(Predicate):
 
     Params = _SeriesParams
     name = "series_not_in"
+    params: _SeriesParams  # the model above: its fields, typed
     example = {"series": ["a"]}
 
     def mask(self, batch: pd.DataFrame) -> pd.Series:
@@ -276,6 +283,7 @@ class ValueBetween(Predicate):
         inclusive: bool = True
 
     name = "value_between"
+    params: Params  # the model above: its fields, typed
     example = {"field": "value", "lower": 1.0, "upper": 3.0}
 
     def mask(self, batch: pd.DataFrame) -> pd.Series:

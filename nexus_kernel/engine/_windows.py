@@ -48,7 +48,7 @@ import pandas as pd
 
 from ..records import (SERIES, TIME, Clock, SeriesIds, field_columns, future_bound, future_detail, future_horizon,
                       make_dead_letters)
-from ._steps import StepContext, steps
+from ._steps import BaseStep, StepContext, steps
 
 __all__ = ["Window", "AGGREGATES"]
 
@@ -139,7 +139,7 @@ def _combine(rows: _Partials, ids: np.ndarray, groups: int, span: bool) -> _Part
 
 
 @steps.register("window")
-class Window:
+class Window(BaseStep):
     """Event-time window aggregation per series.
 
     Parameters
@@ -159,6 +159,8 @@ class Window:
     """
 
     kind = "window"
+    examples = ({"size": "10s", "agg": ["count", "mean"]}, {"size": "20s", "kind": "sliding", "slide": "10s"},
+                {"size": "5s", "kind": "session", "lateness": 0})
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from ._errors import ApiError
 from ._keys import KeyStore
 from ._openapi import openapi
 from ._server import Gateway, Services, first_admin_token, handlers, make_app, start_gateway
+from . import _jobs  # noqa: F401,E402  (registers /api/jobs/runs)
 
 __all__ = [
     "ACTIONS",

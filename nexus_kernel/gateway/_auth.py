@@ -108,7 +108,13 @@ def mint_token(settings: Settings, subject: str, role: str, ttl: float | None = 
     if streams is not None:  # an empty list scopes the token to no stream, it does not lift the scope
         claims["streams"] = list(streams)
     algorithm = algorithm or ("RS256" if settings.jwt_private_key else "HS256")
-    key = Path(settings.jwt_private_key).read_bytes() if algorithm == "RS256" else jwt_secret(settings)
+    key: str | bytes
+    if algorithm == "RS256":
+        if settings.jwt_private_key is None:
+            raise ValueError("RS256 tokens need the jwt_private_key setting (a PEM file)")
+        key = Path(settings.jwt_private_key).read_bytes()
+    else:
+        key = jwt_secret(settings)
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
@@ -178,7 +184,7 @@ class Authenticator:
 
 # Verify the signature only: the claims are then checked for their types before pyjwt judges their values
 # (pyjwt reads a string "exp" as a number and reports other type faults as one "invalid token").
-_SIGNATURE_ONLY = {"verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
+_SIGNATURE_ONLY: jwt.types.Options = {"verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
                    "verify_aud": False, "verify_iss": False, "verify_sub": False, "verify_jti": False}
 
 

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import tornado.web
@@ -73,10 +73,13 @@ class Route:
 routes: Registry[Route] = Registry("gateway routes", group="nexus_kernel.gateway.routes")
 
 
-def route(path: str, tag: str) -> Callable[[type], type]:
+H = TypeVar("H", bound="ApiHandler")
+
+
+def route(path: str, tag: str) -> Callable[[type[H]], type[H]]:
     """Register a handler class at an OpenAPI-style path template."""
 
-    def decorate(cls: type) -> type:
+    def decorate(cls: type[H]) -> type[H]:
         routes.add(path, Route(path, cls, tag))
         cls.route_path = path
         return cls

@@ -4,11 +4,17 @@ A request is authenticated by the Jupyter server's identity provider (its token 
 user gets the role ``c.NexusExtension.role`` (default ``analyst``) — it is their own server. Cookie
 requests that write still need Jupyter's XSRF token (see ``ApiHandler.check_xsrf_cookie``).
 
+The extension opens the process's :class:`~nexus_kernel.runtime.Runtime` and hands it to the
+handlers: streams started through ``/nexus/api/streams/{name}/start`` run on the runtime's own
+pipeline thread, never on Jupyter's event loop, which only serves. The runtime is closed when the
+process exits.
+
 Tested against a real ``jupyter server`` process in ``tests/gateway/test_jupyter.py``.
 """
 
 from __future__ import annotations
 
+import atexit
 import inspect
 from typing import Any
 
@@ -34,9 +40,14 @@ async def _jupyter_user(handler: Any) -> Principal:
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     from ._server import Services, handlers, install_redaction
 
+    from ..runtime import Runtime
+
     install_redaction()
     settings = load_settings()
-    services = Services.create(settings, external_auth=_jupyter_user)
+    # thread=True: the pipelines get a loop of their own, so Jupyter's loop serves kernels and pages only
+    runtime = Runtime.open(settings, thread=True)
+    atexit.register(runtime.close)
+    services = Services.create(settings, runtime=runtime, external_auth=_jupyter_user)
     base = serverapp.web_app.settings.get("base_url", "/")
     prefix = base.rstrip("/") + "/nexus"
     from jupyter_server.base.handlers import JupyterHandler

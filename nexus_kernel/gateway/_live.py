@@ -476,7 +476,7 @@ class LiveHandler(ApiHandler, tornado.websocket.WebSocketHandler):
             self._end()
             hub.release(self.principal.id)
 
-    async def open(self, name: str) -> None:  # type: ignore[override]
+    async def open(self, name: str) -> None:
         q = self.query
         settings = self.services.settings
         self.stream = name

@@ -305,3 +305,47 @@ class AuditList(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# -- scheduled notebook jobs -------------------------------------------------------------------------
+
+def _instant(value: str) -> str:
+    """An RFC 3339 date-time with its offset, as an ISO UTC time (a run's start or end); outside the
+    years the store holds (1677–2262), clamped to them, as every time bound of this API is."""
+    try:
+        when = _rfc3339(value)
+    except (ValueError, OverflowError):
+        raise ValueError("not an RFC 3339 date-time with offset (2024-01-01T00:00:00Z)") from None
+    return min(max(when, _FIRST), _LAST).isoformat()
+
+
+_NO_NUL = r"^[^\x00]*$"  # a text column of PostgreSQL holds no NUL character
+
+
+class JobRunParams(Strict):
+    job: str | None = Field(None, pattern=NAME, description="Only the runs of this job.")
+    limit: int = Field(100, gt=0, le=10_000, description="The newest runs only.")
+
+
+class JobRun(Body):
+    """One finished run of a notebook job, as the scheduler records it (the ``job_runs`` table)."""
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    job: str = Field(pattern=NAME)
+    started_at: str = Field(max_length=64, json_schema_extra={"format": "date-time"},
+                            description="RFC 3339 date-time with offset; outside 1677–2262, clamped.")
+    finished_at: str = Field(max_length=64, json_schema_extra={"format": "date-time"},
+                             description="RFC 3339 date-time with offset; outside 1677–2262, clamped.")
+    status: Literal["succeeded", "failed", "skipped"]
+    output: str = Field("", max_length=4096, pattern=_NO_NUL,
+                        description="The executed notebook's path ('' when none was written).")
+    error: str = Field("", max_length=16_384, pattern=_NO_NUL,
+                       description="Why it failed: the failing cell, its exception.")
+    params: str = Field("{}", max_length=65_536, pattern=_NO_NUL, description="The notebook parameters, as JSON text.")
+
+    _instants = field_validator("started_at", "finished_at")(_instant)
+
+
+class JobRunRecorded(BaseModel):
+    run_id: str
+    recorded: int = Field(description="1 when the run is new, 0 when it was recorded before (a resend).")

@@ -38,7 +38,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         prop = dict(prop)
         is_list = prop.get("type") == "array" or any(p.get("type") == "array" for p in prop.get("anyOf", []))
         if is_list:  # sent comma-separated: describe as a string
-            items = prop.get("items") or next((p["items"] for p in prop.get("anyOf", []) if "items" in p), {})
+            items: dict[str, Any] = prop.get("items") or next((p["items"] for p in prop.get("anyOf", []) if "items" in p), {})
             enum = items.get("enum")
             # empty parts are skipped by the server ("mean,,max"), so the pattern lets them through too
             pattern = f"^,*({'|'.join(enum)})(,+({'|'.join(enum)}))*,*$" if enum else None

@@ -1,8 +1,9 @@
 """The built-in stream of a new home, as data: ``default_stream.json`` beside this module.
 
 ``nexus up`` (and an embedded monitor) saves it in the home's registry on first start, when the home has
-no stream; from then on it is a stream like any other (``nexus streams stop sensors`` stops it,
-``nexus streams delete sensors`` removes it for good). Placeholders ``"$name"`` take the value of the
+no stream; from then on it is a stream like any other (``nexus streams stop sensors`` stops it and it
+stays stopped across restarts; ``nexus streams delete sensors`` removes it — a home left with no stream
+at all gets it again on its next start). Placeholders ``"$name"`` take the value of the
 setting of that name; ``"$tick"`` is the simulator's tick spacing, ``sim_series / sim_rate`` seconds,
 so event time advances with the wall clock.
 

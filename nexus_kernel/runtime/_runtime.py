@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,7 @@ class RuntimeServices:
         """Open, through their registries, what is not ``given`` (``store=``, ``cache=``, ``bus=``)."""
         from ..storage import open_bus, open_cache, open_store
 
-        openers = {"store": open_store, "cache": open_cache, "bus": open_bus}
+        openers: dict[str, Callable[[Settings], Any]] = {"store": open_store, "cache": open_cache, "bus": open_bus}
         opened: dict[str, Any] = {}
         try:
             for name, opener in openers.items():
@@ -128,6 +129,7 @@ class Runtime:
         self.manager = StreamManager(settings, services=self.services.as_dict(), run=True,
                                      loop=self._thread.loop if self._thread else None)
         self._closed = False
+        self._given: set[str] = set()  # services lent by the caller (Runtime.open(store=...)): never closed here
 
     @classmethod
     def open(cls, settings: Settings, *, thread: bool = True, **given: Any) -> Runtime:
@@ -181,8 +183,17 @@ class Runtime:
         self.manager.reconcile()
 
     def status(self) -> list[dict[str, Any]]:
+        """One row per stream of the home: its saved state and, for those running here, live figures.
+
+        Rows are :meth:`StreamManager.status <nexus_kernel.engine.StreamManager.status>`'s plus
+        ``anomalies_injected``: what a simulated source injected so far (None for other sources).
+        """
         rows = self.manager.status()
         assert isinstance(rows, list)
+        for row in rows:
+            pipe = self.manager.pipelines.get(row["name"])
+            info = getattr(pipe.source, "info", None) if pipe is not None else None
+            row["anomalies_injected"] = info().get("anomalies_injected") if callable(info) else None
         return rows
 
     # -- closing -----------------------------------------------------------------------------------
@@ -208,10 +219,9 @@ class Runtime:
         if self._thread is not None:
             self._thread.stop()
         if self._owns_services:
-            given = getattr(self, "_given", set())
             for name in ("bus", "cache", "store"):
                 service = getattr(self.services, name)
-                if service is not None and name not in given:
+                if service is not None and name not in self._given:
                     with contextlib.suppress(Exception):
                         service.close()
 

@@ -7,10 +7,17 @@ failing cell in it, and the run's ``error`` names that cell (number, exception, 
 **No two runs of one job overlap**, across processes too: a run holds an exclusive ``flock`` on
 ``runs/<job>/.lock``; a run that finds it taken does not wait — it is recorded with status ``skipped``.
 
-History goes to the store's ``job_runs`` table (one row per finished run: the table is insert-only on
-``run_id``). A DuckDB file is owned by one process: when another process (``nexus up``) holds it, the
-row is parked as ``runs/pending/<run_id>.json`` and moved into the store by the next process that can
-open it (:func:`flush_pending`), so no run is lost from history.
+History has one source of truth, the store's ``job_runs`` table (one row per finished run: insert-only
+on ``run_id``), written and read through the home's owner: the store a caller hands over (the runtime's,
+inside ``nexus up``), else :func:`~nexus_kernel.client.home_store` — the live ``nexus up``'s store through
+its gateway, or the store itself when none runs. So ``nexus schedule history`` and the monitor's Job runs
+panel show the same runs. Only when the store cannot be reached at all (a DuckDB file held by an owner
+serving no gateway, a gateway that does not answer) is the row parked as ``runs/pending/<run_id>.json``,
+moved into the store by the next run that reaches it (:func:`flush_pending`), so no run is lost.
+
+The notebook gets the home (``home``, absolute: papermill runs its kernel in the run's folder) and the
+store address (``store``) as parameters when it declares them, so its ``nk.store(settings)`` reaches the
+same store the same way.
 
 Example
 -------
@@ -65,12 +72,11 @@ def ensure_kernelspec(name: str = KERNEL) -> str:
 def _store_param(settings: Settings) -> str:
     """The store address a job's kernel gets as a notebook parameter.
 
-    The kernel is another process, so it gets an absolute address, not one relative to our home. A DSN
-    with a password never becomes a parameter (parameters are saved in the output notebook): the
-    kernel, which inherits this process's environment, reads it from ``NEXUS_STORE`` instead.
+    ``duckdb`` stays as it is: the kernel gets the home too, and the two name the home's file (and its
+    live owner, when one runs). A DSN with a password never becomes a parameter (parameters are saved in
+    the output notebook): the kernel, which inherits this process's environment, reads it from
+    ``NEXUS_STORE`` instead.
     """
-    if settings.store == "duckdb":
-        return f"duckdb://{(Path(settings.home) / 'nexus.duckdb').resolve()}"
     if redact(settings.store) != settings.store:
         os.environ["NEXUS_STORE"] = settings.store
         return ""
@@ -82,17 +88,20 @@ def _failure(exc: BaseException) -> str:
 
     if isinstance(exc, PapermillExecutionError):
         first = next((line for line in (exc.source or "").splitlines() if line.strip()), "")
-        return (f"cell {exc.exec_count} (index {exc.cell_index}) raised {exc.ename}: {exc.evalue} "
+        return (f"cell {exc.exec_count} (index {exc.cell_index}) raised {exc.ename}: {str(exc.evalue)[:4000]} "
                 f"| source: {first[:120]}")
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {str(exc)[:4000]}"
 
 
 def run_notebook(job: str, notebook: str | Path, params: dict[str, Any] | None = None,
-                 settings: Settings | None = None, timeout: float | None = 3600) -> dict[str, Any]:
+                 settings: Settings | None = None, timeout: float | None = 3600,
+                 store: Any = None) -> dict[str, Any]:
     """Run ``notebook`` once for ``job``; return the recorded run (a ``job_runs`` row as a dict).
 
     Parameters the notebook declares but ``params`` leaves out are filled when the run knows better:
-    ``output`` (an HTML report path beside the run's notebook) and ``store`` (this process's store).
+    ``output`` (an HTML report path beside the run's notebook), ``home`` (this home, absolute) and
+    ``store`` (this process's store setting). ``store``: where to record the run (the runtime's store,
+    inside ``nexus up``; default: :func:`~nexus_kernel.client.home_store`).
     """
     import papermill
 
@@ -111,7 +120,7 @@ def run_notebook(job: str, notebook: str | Path, params: dict[str, Any] | None =
         except BlockingIOError:
             row.update(status="skipped", output="", error="previous run of this job still running",
                        finished_at=pd.Timestamp.now(tz="UTC"), params=json.dumps(params, default=str))
-            _record(row, settings)
+            _record(row, settings, store)
             return row
         try:
             if not notebook.exists():
@@ -119,6 +128,8 @@ def run_notebook(job: str, notebook: str | Path, params: dict[str, Any] | None =
             declared = papermill.inspect_notebook(str(notebook))
             if "output" in declared and "output" not in params:
                 params["output"] = str(folder / f"{run_id}.html")
+            if "home" in declared and "home" not in params:
+                params["home"] = str(Path(settings.home).resolve())
             if "store" in declared and "store" not in params:
                 params["store"] = _store_param(settings)
             row["params"] = json.dumps(params, default=str, sort_keys=True)
@@ -136,7 +147,7 @@ def run_notebook(job: str, notebook: str | Path, params: dict[str, Any] | None =
         finally:
             row["finished_at"] = pd.Timestamp.now(tz="UTC")
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _record(row, settings)
+    _record(row, settings, store)
     return row
 
 
@@ -152,23 +163,38 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _record(row: dict[str, Any], settings: Settings) -> None:
-    from ..storage import StoreLockedError, open_store
+def _reach(settings: Settings) -> Any:
+    """The home's store as :func:`~nexus_kernel.client.home_store` reaches it; None when it cannot be reached."""
+    from ..client import home_store
+    from ..storage import StoreLockedError, StoreUnavailable
 
     try:
-        store = open_store(settings)
-    except StoreLockedError:
-        pending = settings.runs_dir / "pending"
-        pending.mkdir(parents=True, exist_ok=True)
-        path = pending / f"{row['run_id']}.json"
-        path.write_text(json.dumps(row, default=str))
-        log.info("store busy: run %s parked in %s", row["run_id"], path)
-        return
+        return home_store(settings)
+    except (StoreLockedError, StoreUnavailable) as exc:
+        log.info("store of %s not reachable: %s", settings.home, exc)
+        return None
+
+
+def _record(row: dict[str, Any], settings: Settings, store: Any = None) -> None:
+    from ..storage import StoreError
+
+    own = store is None
+    target = _reach(settings) if own else store
     try:
-        store.append("job_runs", _frame([row]))
-        _flush_into(store, settings)
+        if target is not None:
+            target.append("job_runs", _frame([row]))
+            _flush_into(target, settings)
+            return
+    except (StoreError, OSError, ValueError) as exc:  # the owner went away, or refused the row
+        log.warning("run %s not recorded in the store (%s): parked", row["run_id"], exc)
     finally:
-        store.close()
+        if own and target is not None:
+            target.close()
+    pending = settings.runs_dir / "pending"
+    pending.mkdir(parents=True, exist_ok=True)
+    path = pending / f"{row['run_id']}.json"
+    path.write_text(json.dumps(row, default=str))
+    log.info("store not reachable: run %s parked in %s", row["run_id"], path)
 
 
 def _pending_rows(settings: Settings) -> list[tuple[Path, dict[str, Any]]]:
@@ -196,21 +222,17 @@ def flush_pending(store: Any, settings: Settings) -> int:
 
 def read_history(settings: Settings, job: str | None = None, limit: int | None = None,
                  store: Any = None) -> pd.DataFrame:
-    """Recorded runs, newest first: the store's ``job_runs`` plus runs still parked."""
-    from ..storage import StoreLockedError, open_store
-
+    """Recorded runs, newest first: the store's ``job_runs`` (``store``, else the home's store as
+    :func:`~nexus_kernel.client.home_store` reaches it) plus runs still parked."""
     frames = []
     own = store is None
-    try:
-        store = store or open_store(settings)
-    except StoreLockedError:
-        store = None
-    if store is not None:
+    target = _reach(settings) if own else store
+    if target is not None:
         try:
-            frames.append(store.read("job_runs", job=job) if job else store.read("job_runs"))
+            frames.append(target.read("job_runs", job=job) if job else target.read("job_runs"))
         finally:
             if own:
-                store.close()
+                target.close()
     parked = [row for _, row in _pending_rows(settings) if job is None or row["job"] == job]
     if parked:
         frames.append(_frame(parked))

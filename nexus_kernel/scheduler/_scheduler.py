@@ -9,6 +9,11 @@ works while ``nexus up`` runs the scheduler, whereas a DuckDB store is owned by 
 A scheduler started in one process notices jobs another process added within ``poll`` seconds (a
 wake-up job kept in memory makes APScheduler re-read its job store).
 
+Given the process's :class:`~nexus_kernel.runtime.Runtime` (``nexus up`` does), the history of the runs
+it starts (:meth:`NotebookScheduler.run`) goes to ``runtime.store`` and :meth:`~NotebookScheduler.history`
+reads it there; the cron runs it fires run in that same process, where
+:func:`nexus_kernel.runtime.current` is that runtime, and record through it.
+
 Caveats: cron expressions are evaluated in UTC. Each job has ``max_instances=1`` and ``coalesce=True``:
 missed fires while the scheduler was down collapse into one run on start (within ``misfire_grace``).
 
@@ -56,14 +61,19 @@ class NotebookScheduler:
         ``home`` holds the job store and the run outputs; ``store`` receives the run history.
     poll
         Seconds between re-reads of the job store by a started scheduler.
+    runtime
+        The runtime of this process, if it runs one: run history goes to its store (default: the
+        home's store, opened per run, or the live runtime's when one owns the home).
     """
 
-    def __init__(self, settings: Settings | None = None, poll: float = 10.0, misfire_grace: int = 3600) -> None:
+    def __init__(self, settings: Settings | None = None, poll: float = 10.0, misfire_grace: int = 3600,
+                 runtime: Any = None) -> None:
         from apscheduler.jobstores.memory import MemoryJobStore
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        self.settings = settings or load_settings()
+        self.settings = settings or (runtime.settings if runtime is not None else load_settings())
+        self.runtime = runtime
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.path = self.settings.home / "scheduler.sqlite"
         self._scheduler = BackgroundScheduler(
@@ -133,10 +143,15 @@ class NotebookScheduler:
     def run(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run job ``name`` now, in this thread (``params`` override the saved ones)."""
         spec = self.describe(name)
-        return run_notebook(name, spec["notebook"], {**spec["params"], **(params or {})}, self.settings)
+        merged = {**spec["params"], **(params or {})}
+        if self.runtime is not None:
+            return run_notebook(name, spec["notebook"], merged, self.settings, store=self.runtime.store)
+        return run_notebook(name, spec["notebook"], merged, self.settings)
 
     def history(self, name: str | None = None, limit: int | None = None) -> Any:
-        return read_history(self.settings, job=name, limit=limit)
+        """Recorded runs, newest first (from the runtime's store when this scheduler has one)."""
+        store = self.runtime.store if self.runtime is not None else None
+        return read_history(self.settings, job=name, limit=limit, store=store)
 
     def start(self) -> "NotebookScheduler":
         """Fire jobs on their schedules in a background thread until :meth:`shutdown`."""

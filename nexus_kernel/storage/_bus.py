@@ -404,7 +404,13 @@ class Bus(Protocol):
     def close(self) -> None: ...
 
 
-buses: Registry[type] = Registry("buses")
+class BusBackend(Protocol):
+    """What a member of :data:`buses` is: a class (or any object) that opens a bus from settings."""
+
+    def from_settings(self, settings: Settings) -> Bus: ...
+
+
+buses: Registry[BusBackend] = Registry("buses")
 
 
 def open_bus(settings: Settings | None = None, backend: str | None = None) -> Bus:

@@ -42,7 +42,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 import redis
@@ -261,12 +261,12 @@ class RedisBus:
     def replay(self, topic: str, last: int | None = None, after: str | None = None) -> list[Message]:
         key = self._log_key(topic)
         if after is not None:
-            entries = self._sync.xrange(key, min=f"({after}", max="+")
+            entries = _entries(self._sync.xrange(key, min=f"({after}", max="+"))
             if last is not None:
                 entries = entries[-last:] if last > 0 else []
         else:
             count = self.replay_size if last is None else last
-            entries = list(reversed(self._sync.xrevrange(key, count=count))) if count > 0 else []
+            entries = list(reversed(_entries(self._sync.xrevrange(key, count=count)))) if count > 0 else []
         return [Message(topic, eid.decode(), payload=fields[b"f"]) for eid, fields in entries]
 
     def stats(self) -> dict[str, int]:
@@ -288,3 +288,9 @@ class RedisBus:
         if self._writer is not None:
             self._writer.join(timeout=10)
         self._sync.close()
+
+
+def _entries(reply: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """A stream range reply as it is here: bytes, since the client never sets ``decode_responses`` (its
+    types allow text and None for every client)."""
+    return cast("list[tuple[bytes, dict[bytes, bytes]]]", reply or [])

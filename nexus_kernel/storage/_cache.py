@@ -105,7 +105,13 @@ class Cache(Protocol):
     def close(self) -> None: ...
 
 
-caches: Registry[type] = Registry("caches")
+class CacheBackend(Protocol):
+    """What a member of :data:`caches` is: a class (or any object) that opens a cache from settings."""
+
+    def from_settings(self, settings: Settings) -> Cache: ...
+
+
+caches: Registry[CacheBackend] = Registry("caches")
 
 
 def open_cache(settings: Settings | None = None, backend: str | None = None) -> Cache:
@@ -300,7 +306,8 @@ class MemoryCache:
         newest = newest_per_series(batch)
         now = time.monotonic()
         with self._lock:
-            for stream, part in batch.groupby(STREAM, sort=False, observed=True):
+            for key, part in batch.groupby(STREAM, sort=False, observed=True):
+                stream = str(key)  # the stream column holds text; a group key is typed as any scalar
                 self._expire(stream, now)
                 fresh = newest[newest[STREAM] == stream]
                 old = self._latest.get(stream)

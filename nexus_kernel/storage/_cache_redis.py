@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -195,7 +195,7 @@ class RedisCache:
         is_newest[newest_at] = True
         pipe = self._r.pipeline(transaction=True)
         for stream, part in batch.groupby(STREAM, sort=False, observed=True):
-            s = _q(stream)
+            s = _q(str(stream))  # stream and series hold text; group keys are typed as any scalar
             rows = part.index.to_numpy()
             top = rows[is_newest[rows]]
             args: list[Any] = [ttl_ms]
@@ -203,7 +203,7 @@ class RedisCache:
                 args += [name, member]
             self._put_latest(keys=[f"{self._p}latest:{s}"], args=args, client=pipe)
             for name, idx in part.groupby(SERIES, sort=False, observed=True).indices.items():
-                key = f"{self._p}recent:{s}:{_q(name)}"
+                key = f"{self._p}recent:{s}:{_q(str(name))}"
                 pipe.zadd(key, dict.fromkeys(members[rows[idx]], 0))
                 pipe.zremrangebyrank(key, 0, -self.recent_size - 1)
                 if ttl_ms:
@@ -217,11 +217,11 @@ class RedisCache:
     def latest(self, stream: str, series: str | Sequence[str] | None = None) -> pd.DataFrame:
         key = f"{self._p}latest:{_q(stream)}"
         if series is None:
-            found = self._r.hgetall(key)
+            found = cast("dict[bytes, bytes]", self._r.hgetall(key))  # bytes: no decode_responses (see __init__)
             names, members = [k.decode() for k in found], list(found.values())
         else:
             wanted = [series] if isinstance(series, str) else list(series)
-            values = self._r.hmget(key, wanted) if wanted else []
+            values = cast("list[bytes | None]", self._r.hmget(key, wanted)) if wanted else []
             names = [n for n, v in zip(wanted, values) if v is not None]
             members = [v for v in values if v is not None]
         frame = decode_rows(stream, names, members)
@@ -231,7 +231,7 @@ class RedisCache:
         n = self.recent_size if n is None else min(int(n), self.recent_size)
         if n <= 0:
             return _empty()
-        members = self._r.zrange(f"{self._p}recent:{_q(stream)}:{_q(series)}", -n, -1)
+        members = cast("list[bytes]", self._r.zrange(f"{self._p}recent:{_q(stream)}:{_q(series)}", -n, -1))
         return decode_rows(stream, [series] * len(members), members)
 
     def get_or_compute(

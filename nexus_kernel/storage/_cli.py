@@ -1,7 +1,9 @@
 """Command-line verbs of the store: ``nexus query``, ``nexus backup``, ``nexus restore``.
 
 The lead mounts :data:`storage_commands` on the ``nexus`` group. Each command opens the store named by
-``--store`` (default: the ``store`` setting) and closes it when done.
+``--store`` (default: the ``store`` setting) and closes it when done. Without ``--store``, ``nexus query``
+reads the home's store through its live ``nexus up`` when one owns the home (see
+:func:`nexus_kernel.client.home_store`); backup and restore need the store itself.
 
 Example
 -------
@@ -26,11 +28,17 @@ _store_option = click.option("--store", "store_spec", default=None,
                              help="'duckdb', 'memory', 'duckdb:///path.db' or postgresql://... (default: settings)")
 
 
-def _open(spec: str | None):
+def _open(spec: str | None, through_owner: bool = False):
+    """The store ``spec`` names (default: the settings'); ``through_owner``: the home's own store is reached
+    through its live ``nexus up`` when one owns the home."""
     from .._clictx import settings_for
 
     settings = settings_for()
     try:
+        if spec is None and through_owner:
+            from ..client import home_store
+
+            return home_store(settings)
         return open_store(spec or settings.store, settings=settings)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
@@ -50,8 +58,8 @@ def _open(spec: str | None):
               help="How to print the rows: an aligned table, CSV or JSON records.")
 @_store_option
 def query(stream, series, start, end, last, every, agg, field, limit, fmt, store_spec):
-    """Print the points of STREAM, raw or resampled."""
-    store = _open(store_spec)
+    """Print the points of STREAM, raw or resampled (through the running `nexus up` when one owns the home)."""
+    store = _open(store_spec, through_owner=True)
     try:
         frame = store.query(stream, series=list(series) or None, start=start, end=end, last=last, every=every,
                             agg=agg or ("mean",), field=field)

@@ -46,7 +46,7 @@ import pyarrow as pa
 
 from ..records import field_columns
 from ._migrations import TYPES, upgrade
-from ._protocol import STORES, BaseStore, Query, StoreLockedError, batch_to_long, split_store_url
+from ._protocol import STORES, BaseStore, Query, StoreError, StoreLockedError, batch_to_long, split_store_url
 from ._tables import POINT_COLUMNS, BatchTypeError, TableSpec
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class _Context:
         self.con.execute(self._sql(template, names), list(params))
 
     def scalar(self, template: str, params: tuple[Any, ...] = (), **names: str) -> Any:
-        return self.con.execute(self._sql(template, names), list(params)).fetchone()[0]
+        return _one(self.con.execute(self._sql(template, names), list(params)).fetchone())
 
     def column_list(self, spec: TableSpec) -> str:
         types = TYPES["duckdb"]
@@ -222,9 +222,9 @@ class DuckDBStore(BaseStore):
             if group is None:
                 con.register("nexus_incoming", table)
                 try:
-                    count = con.execute(
+                    count = _one(con.execute(
                         f"INSERT INTO points SELECT i.* FROM (SELECT DISTINCT ON ({_KEY}) {cols} FROM nexus_incoming) i "
-                        f"ANTI JOIN {existing} USING ({_KEY})", [lo, hi, streams]).fetchone()[0]
+                        f"ANTI JOIN {existing} USING ({_KEY})", [lo, hi, streams]).fetchone())
                 finally:
                     con.unregister("nexus_incoming")
                 return np.asarray([count])
@@ -247,7 +247,8 @@ class DuckDBStore(BaseStore):
 
     @staticmethod
     def _where(q: Query) -> tuple[str, list[Any]]:
-        clauses, params = ["stream = ?"], [q.stream]
+        clauses, params = ["stream = ?"], list[Any]()
+        params.append(q.stream)
         if q.series is not None:
             clauses.append("series IN (SELECT unnest(?::VARCHAR[]))")
             params.append(list(q.series))
@@ -276,11 +277,12 @@ class DuckDBStore(BaseStore):
                f"FROM points WHERE {where} GROUP BY ALL ORDER BY series, field, bucket")
         from ._protocol import ORIGIN
 
-        frame = self._frame(sql, [q.every.to_pytimedelta(), ORIGIN.to_pydatetime(), *params])
+        frame = self._frame(sql, [q.interval.to_pytimedelta(), ORIGIN.to_pydatetime(), *params])
         return frame.rename(columns={"bucket": "ts"})
 
     def _latest(self, stream: str, series: tuple[str, ...] | None) -> pd.DataFrame:
-        extra, params = "", [stream]
+        extra, params = "", list[Any]()
+        params.append(stream)
         if series is not None:
             extra, params = " AND series IN (SELECT unnest(?::VARCHAR[]))", [stream, list(series)]
         return self._frame(
@@ -313,10 +315,10 @@ class DuckDBStore(BaseStore):
         with self._tx() as con:
             con.register("nexus_incoming", pa.Table.from_pandas(rows, preserve_index=False))
             try:
-                count = con.execute(
+                count = _one(con.execute(
                     f"INSERT INTO {_q(spec.name)} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM nexus_incoming "
                     "ON CONFLICT DO NOTHING"
-                ).fetchone()[0]
+                ).fetchone())
             finally:
                 con.unregister("nexus_incoming")
         return int(count)
@@ -359,13 +361,20 @@ class DuckDBStore(BaseStore):
 
     def _delete_before(self, stream: str, cutoff: pd.Timestamp) -> int:
         with self._tx() as con:
-            return int(con.execute("DELETE FROM points WHERE stream = ? AND ts < ?",
-                                   [stream, cutoff.to_pydatetime()]).fetchone()[0])
+            return int(_one(con.execute("DELETE FROM points WHERE stream = ? AND ts < ?",
+                                   [stream, cutoff.to_pydatetime()]).fetchone()))
 
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+            return int(_one(self._con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()))
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _one(row: tuple[Any, ...] | None) -> Any:
+    """The single value of a one-row result (a count, a ``RETURNING``): every statement here yields one."""
+    if row is None:
+        raise StoreError("the store returned no row where one was due")
+    return row[0]

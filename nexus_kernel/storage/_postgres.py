@@ -50,7 +50,7 @@ from __future__ import annotations
 import io
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +177,7 @@ class PostgresStore(BaseStore):
     def _t(self, name: str) -> Any:
         return sql.Identifier(self.schema, name)
 
-    def _fetch(self, query: Any, params: list[Any], kinds: list[tuple[str, str]]) -> pd.DataFrame:
+    def _fetch(self, query: Any, params: list[Any], kinds: Sequence[tuple[str, str]]) -> pd.DataFrame:
         """Run a SELECT whose time columns are epoch microseconds; parse its CSV COPY output with Arrow."""
         with self._conn() as conn:
             with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query), params) as copy:
@@ -185,7 +185,7 @@ class PostgresStore(BaseStore):
         return _parse_csv(io.BytesIO(data), kinds)
 
     @staticmethod
-    def _columns(kinds: list[tuple[str, str]], prefix: str = "") -> Any:
+    def _columns(kinds: Sequence[tuple[str, str]], prefix: str = "") -> Any:
         parts = []
         for name, kind in kinds:
             col = sql.SQL(prefix) + sql.Identifier(name) if prefix else sql.Identifier(name)
@@ -259,7 +259,8 @@ class PostgresStore(BaseStore):
 
     def _where(self, q: Query, time: str = "ts", start: pd.Timestamp | None = None,
                end: pd.Timestamp | None = None) -> tuple[Any, list[Any]]:
-        clauses, params = [sql.SQL("stream = %s")], [q.stream]
+        clauses: list[Any] = [sql.SQL("stream = %s")]  # SQL and Composed pieces
+        params: list[Any] = [q.stream]
         if q.series is not None:
             clauses.append(sql.SQL("series = ANY(%s)"))
             params.append(list(q.series))
@@ -281,7 +282,7 @@ class PostgresStore(BaseStore):
         return self._fetch(query, params, list(POINTS.columns))
 
     def _resample(self, q: Query) -> pd.DataFrame:
-        every = q.every
+        every = q.interval
         grain = "points_1h" if every % pd.Timedelta("1h") == pd.Timedelta(0) else \
             "points_1m" if every % pd.Timedelta("1min") == pd.Timedelta(0) else None
         if grain is None or not (self._rollups or self.timescale):
@@ -292,9 +293,9 @@ class PostgresStore(BaseStore):
         if inner_lo is not None and inner_hi is not None and inner_lo >= inner_hi:
             return self._bucket(q, q.start, q.end, None)
         parts = [self._bucket(q, inner_lo, inner_hi, grain)]
-        if q.start is not None and q.start < inner_lo:
+        if q.start is not None and inner_lo is not None and q.start < inner_lo:
             parts.append(self._bucket(q, q.start, inner_lo, None))
-        if q.end is not None and inner_hi < q.end:
+        if q.end is not None and inner_hi is not None and inner_hi < q.end:
             parts.append(self._bucket(q, inner_hi, q.end, None))
         parts = [p for p in parts if len(p)]
         return pd.concat(parts, ignore_index=True) if parts else parts_empty(q)
@@ -348,7 +349,8 @@ class PostgresStore(BaseStore):
             return len(dirty)
 
     def _latest(self, stream: str, series: tuple[str, ...] | None) -> pd.DataFrame:
-        extra, params = sql.SQL(""), [stream]
+        extra, params = sql.SQL(""), list[Any]()
+        params.append(stream)
         if series is not None:
             extra, params = sql.SQL(" AND series = ANY(%s)"), [stream, list(series)]
         query = sql.SQL(
@@ -461,7 +463,7 @@ class PostgresStore(BaseStore):
 
 
 def every_param(q: Query) -> Any:
-    return q.every.to_pytimedelta()
+    return q.interval.to_pytimedelta()
 
 
 def parts_empty(q: Query) -> pd.DataFrame:
@@ -489,7 +491,7 @@ def _ranges(dirty: list[tuple[str, Any]]) -> list[tuple[str, Any, Any]]:
     return runs
 
 
-def _csv_options(kinds: list[tuple[str, str]], block_size: int | None = None) -> dict[str, Any]:
+def _csv_options(kinds: Sequence[tuple[str, str]], block_size: int | None = None) -> dict[str, Any]:
     read = pacsv.ReadOptions(column_names=[n for n, _ in kinds], **({"block_size": block_size} if block_size else {}))
     convert = pacsv.ConvertOptions(column_types={n: _CSV_TYPES[k] for n, k in kinds}, strings_can_be_null=True,
                                    quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"])
@@ -497,13 +499,13 @@ def _csv_options(kinds: list[tuple[str, str]], block_size: int | None = None) ->
             "parse_options": pacsv.ParseOptions(newlines_in_values=True)}
 
 
-def _parse_csv(source: io.BytesIO, kinds: list[tuple[str, str]]) -> pd.DataFrame:
+def _parse_csv(source: io.BytesIO, kinds: Sequence[tuple[str, str]]) -> pd.DataFrame:
     if source.getbuffer().nbytes == 0:
         return pd.DataFrame({n: pd.Series([], dtype=object) for n, _ in kinds})
     return _to_frame(pacsv.read_csv(source, **_csv_options(kinds)), kinds)
 
 
-def _to_frame(table: pa.Table, kinds: list[tuple[str, str]]) -> pd.DataFrame:
+def _to_frame(table: pa.Table, kinds: Sequence[tuple[str, str]]) -> pd.DataFrame:
     frame = table.to_pandas()
     for name, kind in kinds:
         if kind == "time":

@@ -46,10 +46,10 @@ Example
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -229,6 +229,13 @@ class Query:
             raise ValueError(f"unknown aggregate {unknown} (known: {', '.join(AGGREGATES)})")
         self.aggs = tuple(dict.fromkeys(aggs))
 
+    @property
+    def interval(self) -> pd.Timedelta:
+        """``every``, for a backend's resampling — which runs only when the caller gave one."""
+        if self.every is None:
+            raise ValueError("this query does not resample: it has no 'every'")
+        return self.every
+
 
 def _names(series: str | Sequence[str] | None) -> tuple[str, ...] | None:
     if series is None:
@@ -308,7 +315,8 @@ def aggregates_to_wide(frame: pd.DataFrame, aggs: Sequence[str], field: str | No
         names = [field or "value"] if len(aggs) == 1 else [f"{field or 'value'}_{a}" for a in aggs]
         return empty_batch(names)
     frame = frame.astype({"ts": "datetime64[ns, UTC]", **{a: "float64" for a in aggs}})
-    wide = frame.set_index(["stream", "series", "ts", "field"])[list(aggs)].unstack("field")
+    # unstacking a frame with a row MultiIndex gives a frame (the stubs allow a Series for any unstack)
+    wide = cast(pd.DataFrame, frame.set_index(["stream", "series", "ts", "field"])[list(aggs)].unstack("field"))
     fields = sorted(wide.columns.get_level_values(1).unique())
     order = [(a, f) for f in fields for a in aggs]
     wide = wide[order]
@@ -327,14 +335,15 @@ class BaseStore:
     """Checks arguments and shapes results; subclasses implement the ``_``-methods below."""
 
     dialect: str = ""
-    resilient_by_default: bool = False
+    resilient_by_default: ClassVar[bool] = False
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None, **options: Any) -> BaseStore:
         """``cls(rest, **options)`` for ``"<scheme>://rest"``, ``cls(**options)`` for a bare name or an
         empty rest; backends whose URLs mean more (see :class:`StoreBackend`) override it."""
         _, rest = split_store_url(url)
-        return cls(rest, **options) if rest else cls(**options)
+        make: Callable[..., BaseStore] = cls  # each backend's own constructor, which BaseStore does not declare
+        return make(rest, **options) if rest else make(**options)
 
     # --- points
     def write(self, batch: pd.DataFrame) -> int:

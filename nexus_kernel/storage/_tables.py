@@ -191,5 +191,5 @@ def conform(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
             values = _number(values, spec.name, column, kind)
         if column in spec.key and values.isna().any():
             raise _fail(spec.name, column, "is part of the key and has empty values")
-        out[column] = values.astype(_out_dtype(spec, column))
+        out[column] = values.astype(pd.api.types.pandas_dtype(_out_dtype(spec, column)))
     return pd.DataFrame(out)

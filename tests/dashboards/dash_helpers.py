@@ -62,18 +62,17 @@ class GatewayThread:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
 
     async def _start(self) -> None:
-        from nexus_kernel._up import DEFAULT_STREAM, default_pipeline
         from nexus_kernel.config import load_settings
-        from nexus_kernel.engine import StreamManager
         from nexus_kernel.gateway import Services, mint_token, start_gateway
+        from nexus_kernel.runtime import Runtime
         from nexus_kernel.storage import open_bus, open_store
 
         settings = load_settings(home=self.home, store="memory", port=0, batch_interval=0.1)
         self.store, self.bus = open_store("memory"), open_bus(settings, backend="memory")
-        self.manager = StreamManager(settings, services={"store": self.store, "bus": self.bus}, run=True)
-        self.manager.create(DEFAULT_STREAM, default_pipeline(settings))
-        self.manager.start(DEFAULT_STREAM)
-        self.services = Services.create(settings, store=self.store, bus=self.bus, manager=self.manager)
+        self.runtime = Runtime.open(settings, store=self.store, bus=self.bus)
+        self.runtime.start()  # the built-in stream, on the runtime's pipeline thread
+        self.manager = self.runtime.manager
+        self.services = Services.create(settings, runtime=self.runtime)
         self.gateway = await start_gateway(settings, self.services)
         self.url = self.gateway.url
         self.token = mint_token(settings, "monitor-test", "analyst")
@@ -81,7 +80,7 @@ class GatewayThread:
     async def _stop(self) -> None:
         await self.gateway.stop()
         await self.services.close()
-        await self.manager.shutdown_async()
+        await self.runtime.aclose()
 
     def stop(self) -> None:
         import asyncio
@@ -91,17 +90,19 @@ class GatewayThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+            self.bus.close()
             self.store.close()
 
 
 class MonitorThread:
-    """The monitor ``nexus up`` serves (``start_monitor`` with its login) over the built-in simulated
-    stream, on its own event loop thread: blocking HTTP clients and browsers in the test never wait on it.
+    """The monitor ``nexus up`` mounts (:func:`dashboards._serve.serve` over a :class:`Runtime`, with its
+    login) over the built-in simulated stream, served on an event loop thread of its own: blocking HTTP
+    clients and browsers in the test never wait on it. The pipelines run on the runtime's thread.
 
-    ``url`` (the page, no credential), ``settings``, ``source``, ``auth`` (the server's
-    :class:`~dashboards.MonitorAuth`), ``keys`` (the home's API keys); ``call(fn)`` runs ``fn`` on the
-    server's loop and returns its result; ``stop()`` ends everything. ``settings`` overrides
-    ``load_settings`` (e.g. ``ws_recheck=1``).
+    ``url`` (the page, no credential), ``settings``, ``runtime``, ``source``, ``auth`` (the server's
+    :class:`~dashboards.MonitorAuth`), ``keys`` (the home's API keys), ``served`` (what ``serve``
+    returned); ``call(fn)`` runs ``fn`` on the server's loop and returns its result; ``stop()`` ends
+    everything. ``settings`` overrides ``load_settings`` (e.g. ``ws_recheck=1``).
     """
 
     def __init__(self, home: Path, **settings: object) -> None:
@@ -115,23 +116,20 @@ class MonitorThread:
         asyncio.run_coroutine_threadsafe(self._start(settings), self.loop).result(60)
 
     async def _start(self, overrides: dict) -> None:
-        import socket
-
-        from dashboards import EmbeddedSource, MonitorAuth, start_monitor
+        from dashboards._serve import serve
         from nexus_kernel.config import load_settings
         from nexus_kernel.gateway import KeyStore
+        from nexus_kernel.runtime import Runtime
         from nexus_kernel.storage import open_store
 
         self.settings = load_settings(**{"home": self.home, "store": "memory", "batch_interval": 0.1, **overrides})
         self.store = open_store("memory")
-        self.source = EmbeddedSource.start(self.settings, store=self.store)
-        self.auth = MonitorAuth(self.settings)
+        self.runtime = Runtime.open(self.settings, store=self.store)
+        self.runtime.start()
+        self.served = await serve(self.runtime, port=0, authenticator=None, admin_token="unused-in-tests")
+        self.source, self.auth = self.served.source, self.served.auth
         self.keys = KeyStore.for_home(self.home)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.server = await start_monitor(self.settings, self.source, port=port, auth=self.auth)
-        self.base = f"http://127.0.0.1:{port}"
+        self.base = f"http://127.0.0.1:{self.served.port}"
         self.url = f"{self.base}/monitor"
 
     def call(self, fn, timeout: float = 30):
@@ -146,9 +144,8 @@ class MonitorThread:
         return self.call(lambda: self.source.manager.streams()[stream]["state"])
 
     async def _stop(self) -> None:
-        self.server.stop()
-        await self.source.manager.shutdown_async()
-        self.source.close()
+        self.served.stop()
+        await self.runtime.aclose()
 
     def stop(self) -> None:
         import asyncio

@@ -101,8 +101,7 @@ def test_panel_served_monitor_renders_and_updates(chromium: str, artifacts: Path
                 assert not feed._wakers, "a closed page is still subscribed"
         finally:
             server.stop()
-            await source.manager.shutdown_async()
-            source.close()
+            await source.aclose()
 
     asyncio.run(main())
 

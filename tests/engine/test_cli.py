@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -100,6 +101,9 @@ def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(t
         assert listed.status_code == 200 and listed.json()["streams"][0]["name"] == "sensors"
         refused = httpx.get(f"{url}/api/streams", headers={"Authorization": "Bearer nope"}, timeout=10)
         assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+        # the other processes of the home find the gateway in runtime.json (withdrawn on the clean stop)
+        advertised = json.loads((tmp_path / "home" / "runtime.json").read_text())
+        assert advertised["gateway"] == url and advertised["pid"] == proc.pid
         monitor = re.search(r"monitor: (http://\S+)", text).group(1)
         page = httpx.get(monitor, timeout=20, follow_redirects=True)  # its login token → a session cookie
         assert page.status_code == 200 and "bokeh" in page.text.lower()
@@ -116,6 +120,7 @@ def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(t
     assert "dead_letters=" in ticks[-1] and "anomalies_injected=" in ticks[-1]
     assert any("stopped cleanly" in ln for ln in lines)
     assert not (tmp_path / "home" / "up.pid").exists()
+    assert not (tmp_path / "home" / "runtime.json").exists()
 
 
 def test_a_second_up_on_the_same_home_is_refused(tmp_path):

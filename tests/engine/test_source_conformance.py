@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -59,8 +60,41 @@ def build(kind: str, tmp_path, redis_key):
     elif kind == "websocket":
         with websocket_feed() as url:
             yield sources.make("websocket", url=url, batch_size=25, batch_interval=0.05, stop_on_close=True), 60
+    elif kind == "ingest":
+        source = sources.make("ingest")
+        with ingest_feed(source):
+            yield source, 60
     else:
         raise AssertionError(f"the source conformance suite has no factory for '{kind}': add one")
+
+
+@contextlib.contextmanager
+def ingest_feed(source):
+    """Submit the records through the inlet of the pipeline the source feeds, from a thread and loop of
+    its own (as the gateway does), then end the source."""
+    failures: list[BaseException] = []
+
+    def feed():
+        try:
+            deadline = time.monotonic() + 20
+            while source.inlet is None or not source.inlet.accepting:  # the pipeline has started
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the ingest source's pipeline never started")
+                time.sleep(0.01)
+            frame = pd.DataFrame(RECORDS)
+            for part in (frame.iloc[:25], frame.iloc[25:]):
+                answer = asyncio.run(source.inlet.submit(part))
+                assert answer["accepted"] == len(part), answer
+            source.end()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    yield
+    thread.join(20)
+    if failures:
+        raise failures[0]
 
 
 @pytest.mark.timeout(60)

@@ -111,3 +111,25 @@ def _concurrent(gw):
     assert [(e["index"], e["error"]) for e in answers[3]["errors"]] == [(1, "bad_json"), (3, "bad_time")]
     assert sum(a["written"] for a in answers) == 163  # 0..149, three of 200..204, ten of series b
     assert len(gw.services.store.query("pumps")) == 163
+
+
+def test_a_round_on_a_runtime_thread_answers_each_request_as_if_alone(tmp_path):
+    """The pipelines run on the runtime's own thread: the requests cross to it, share one round there,
+    and each still gets the answer it would have got alone."""
+    from nexus_kernel.runtime import Runtime
+
+    settings = load_settings(home=tmp_path / "home", store="memory", allowed_lateness=3600)
+    runtime = Runtime.open(settings)
+    try:
+        coalescer = IngestCoalescer(StreamIngest(settings, runtime.manager), runtime.store, manager=runtime.manager)
+        bodies = _bodies()
+        together = asyncio.run(_together(coalescer, bodies))
+        assert coalescer.rounds == 1 and coalescer.requests == len(bodies)
+        reference = DuckDBStore(":memory:")
+        assert together == _alone(reference, settings, bodies)
+        reference.close()
+        assert runtime.manager.pipelines["pumps"].source.kind == "ingest"
+        assert runtime.manager.streams()["pumps"]["state"] == "running"
+        assert len(runtime.store.query("pumps")) == 163
+    finally:
+        runtime.close()

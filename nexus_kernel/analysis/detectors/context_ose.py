@@ -106,7 +106,7 @@ class ContextOSE(Detector):
                  max_contexts: int = 1 << 20, clip: bool | None = None, threshold: float = 0.75,
                  seed: int = 0) -> None:
         super().__init__(seed=seed)
-        if (lo is None) != (hi is None) or (lo is not None and not hi >= lo):
+        if (lo is None) != (hi is None) or (lo is not None and hi is not None and not hi >= lo):
             raise ValueError("context_ose needs both lo and hi (lo <= hi) or neither")
         if warmup < 1 or not 1 <= bits <= 29 or max_left < 1 or max_active < 1 or rest_period < 0 or max_contexts < 16:
             raise ValueError("context_ose needs warmup >= 1, 1 <= bits <= 29, max_left, max_active >= 1, "

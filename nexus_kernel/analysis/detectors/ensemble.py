@@ -210,6 +210,7 @@ class Ensemble(Detector):
         self._last: dict[int, dict[str, Any]] = {}
 
     def new_state(self):
+        lik: dict[str, Any]  # per member: the numenta windows, or the four running moments
         if self.calibration == "numenta":
             lik = {m: (np.zeros(12), np.zeros(self.short), np.zeros(self.history), np.zeros(self.history))
                    for m in self.members}

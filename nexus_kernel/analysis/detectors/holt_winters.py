@@ -79,6 +79,9 @@ def residual_kernel(x, season, meta, alpha, beta, gamma, clip, score):
 class SeasonalWarmup(Detector):
     """Shared warm-up: buffer ``season_search`` points, find the period, replay the buffer."""
 
+    season_search: int  # set by each subclass's __init__
+    period: int | None  # a fixed period, or None to find one
+
     def new_state(self):
         return {"buf": np.zeros(0), "season": None, "meta": np.zeros(5)}
 

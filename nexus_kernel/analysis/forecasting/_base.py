@@ -223,7 +223,7 @@ class BaseForecaster:
         if not 0.0 < level < 1.0:
             raise ValueError("level must be in (0, 1)")
         self._poll()
-        if self._step is None or self._last_slot < 0 or horizon == 0:
+        if self._step is None or self._anchor is None or self._last_slot < 0 or horizon == 0:
             return empty_forecast()
         start = self._last_slot + 1
         if self._state is not None:

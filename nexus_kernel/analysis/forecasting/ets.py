@@ -279,6 +279,8 @@ class HoltWinters(BaseForecaster):
             aic, p, e = _fit_one(y, trend, m)
             if best is None or aic < best[0] - 1e-9:
                 best = (aic, trend, p, e)
+        if best is None:
+            raise RuntimeError("no exponential smoothing model was fitted")  # trends is never empty
         _, trend, p, e = best
         alpha, beta, gamma, phi = _unpack(p, trend, m)
         if m and len(y) >= 3 * m and self.horizon_check:

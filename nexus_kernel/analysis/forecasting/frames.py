@@ -91,7 +91,9 @@ def forecast_rows(out: pd.DataFrame, stream: str, series: str, field: str, model
                   forecaster: BaseForecaster, level: float) -> pd.DataFrame:
     """A forecaster's ``ts, yhat, lo, hi`` frame labelled with the keys of the ``forecasts`` table."""
     made_at = out["ts"].iloc[0] - forecaster.step if len(out) else pd.NaT
-    return out.assign(stream=stream, series=series, field=field, model=model, made_at=made_at, level=level)
+    return out.assign(stream=stream, series=series, field=field, model=model,
+                      made_at=made_at,  # type: ignore[arg-type]  # pandas-stubs' assign() leaves out NaT, a scalar
+                      level=level)
 
 
 def forecasts_frame(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:

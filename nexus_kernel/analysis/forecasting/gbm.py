@@ -150,6 +150,8 @@ class GradientBoosting(BaseForecaster):
             return self._fit_trees(y, start_slot)
 
     def _fit_trees(self, y: np.ndarray, start_slot: int) -> tuple[_State, np.ndarray]:
+        if self._anchor is None or self._step is None:  # the base class fits only once points set the grid
+            raise RuntimeError("gbm cannot fit before its first points fix the time grid")
         start_slot += max(0, len(y) - self.fit_window)
         y = y[-self.fit_window:]
         if self.season == "auto":

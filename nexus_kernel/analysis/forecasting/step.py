@@ -146,7 +146,7 @@ class ForecastStep:
                 if f.step is None or f.n_points - self._emitted.get(ident, 0) < self.every:
                     continue
                 self._emitted[ident] = f.n_points
-                parts.append(self._rows(ident, stream, f))
+                parts.append(self._rows(ident, stream, f, f.step))
         return forecasts_frame(parts)
 
     def latest(self, series: str | Sequence[str] | None = None, fields: Sequence[str] | None = None
@@ -154,14 +154,14 @@ class ForecastStep:
         """The current forecast of ``series`` (default every one) from what was learned, learning
         nothing: a refit that finished meanwhile is used, a pending one is not waited for."""
         wanted = {series} if isinstance(series, str) else (set(series) if series is not None else None)
-        parts = [self._rows((key, field), self._streams.get(key, ""), f)
+        parts = [self._rows((key, field), self._streams.get(key, ""), f, f.step)
                  for (key, field), f in sorted(self.forecasters.items())
                  if (wanted is None or key in wanted) and (fields is None or field in fields)
                  and f.step is not None]
         return forecasts_frame([p for p in parts if len(p)])
 
-    def _rows(self, ident: tuple[str, str], stream: str, f: BaseForecaster) -> pd.DataFrame:
-        out = f.forecast(horizon_steps(self.horizon, f.step), self.level)
+    def _rows(self, ident: tuple[str, str], stream: str, f: BaseForecaster, step: pd.Timedelta) -> pd.DataFrame:
+        out = f.forecast(horizon_steps(self.horizon, step), self.level)
         return forecast_rows(out, stream, ident[0], ident[1], self.model_name, f, self.level)
 
     def wait(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..detectors import Detector
 from ._scorer import PROFILES, normalise, optimize_threshold, probation_length, score_at, sweep_parts, window_ids
 
 __all__ = ["NabFile", "load_corpus", "run_detector", "score_corpus", "evaluate"]
@@ -75,7 +76,7 @@ def load_corpus(root: str | Path) -> list[NabFile]:
     return files
 
 
-def run_detector(make: Callable[[], object], files: list[NabFile], batch: int = 1000) -> tuple[dict[str, np.ndarray], float]:
+def run_detector(make: Callable[[], Detector], files: list[NabFile], batch: int = 1000) -> tuple[dict[str, np.ndarray], float]:
     """Scores per file from a fresh detector each, and the points/s achieved (scoring time only)."""
     scores, elapsed, points = {}, 0.0, 0
     for f in files:
@@ -137,7 +138,7 @@ def write_results(out: Path, detector: str, files: list[NabFile], scores: dict[s
     final.write_text(json.dumps(merged, indent=2, sort_keys=True))
 
 
-def evaluate(root: str | Path, make: Callable[[], object], detector: str, out: str | Path | None = None,
+def evaluate(root: str | Path, make: Callable[[], Detector], detector: str, out: str | Path | None = None,
              batch: int = 1000) -> dict:
     """Run, score and (when ``out`` is given) write NAB results for one detector."""
     files = load_corpus(root)

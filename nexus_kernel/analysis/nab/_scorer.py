@@ -25,7 +25,9 @@ Anomaly Benchmark", ICMLA 2015; github.com/numenta/NAB (``nab/sweeper.py``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -72,8 +74,10 @@ def scaled_sigmoid(position: np.ndarray) -> np.ndarray:
 
 _MAX_TP = float(scaled_sigmoid(np.array([-1.0]))[0])
 
+TimeBound = str | datetime  # a window bound as the labels file gives it, or a parsed timestamp
 
-def window_ids(timestamps: pd.Series | np.ndarray, windows: list[tuple[object, object]]) -> np.ndarray:
+
+def window_ids(timestamps: pd.Series | np.ndarray, windows: Sequence[tuple[TimeBound, TimeBound]]) -> np.ndarray:
     """Index of the window each row falls in (inclusive bounds), -1 outside every window."""
     ts = pd.to_datetime(pd.Series(np.asarray(timestamps))).to_numpy(dtype="datetime64[ns]")
     ids = np.full(len(ts), -1, dtype=np.int64)

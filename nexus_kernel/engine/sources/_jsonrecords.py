@@ -61,10 +61,11 @@ def records_from_text(text: str | bytes, **meta: Any) -> list[dict[str, Any]]:
     [['value'], ['attrs', 'ts']]
     """
     if isinstance(text, (bytes, bytearray)):
+        raw = bytes(text)
         try:
-            text = bytes(text).decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return [malformed(f"not UTF-8: {exc}", bytes(text).decode("utf-8", "backslashreplace"), **meta)]
+            return [malformed(f"not UTF-8: {exc}", raw.decode("utf-8", "backslashreplace"), **meta)]
     try:
         return _from_value(json.loads(text), text, meta)
     except ValueError as whole_error:

@@ -284,7 +284,7 @@ class RedisSource(Source):
             own_cursor = _text(entries[-1][0])
             yield await self._batch(client, entries)
         while True:
-            entries: list[_Entry] = []
+            entries = []
             due = time.monotonic() - self._last_claim >= p["claim_idle_ms"] / 1000
             if due:  # 2. entries of dead consumers
                 entries = await self._claim()

@@ -230,17 +230,20 @@ class Simulator(Source):
         bad = np.flatnonzero(self.rng.random(len(frame)) < self.bad_rate)
         if len(bad) == 0:
             return frame
-        frame = frame.astype({"ts": object, "value": object, "series": object})
+        # object arrays, so a cell can hold a wrong type — what a broken producer sends
+        ts = frame["ts"].to_numpy(dtype=object, copy=True)
+        value = frame["value"].to_numpy(dtype=object, copy=True)
         how = self.rng.integers(0, 4, size=len(bad))
-        for row, kind in zip(bad, how):
+        for row, kind in zip(bad.tolist(), how.tolist()):
             if kind == 0:
-                frame.iat[row, 1] = "not-a-time"
+                ts[row] = "not-a-time"
             elif kind == 1:
-                frame.iat[row, 2] = "n/a"
+                value[row] = "n/a"
             elif kind == 2:
-                frame.iat[row, 2] = float("inf")
+                value[row] = float("inf")
             else:
-                frame.iat[row, 1] = frame.iat[row, 1] - pd.Timedelta(days=1)
+                ts[row] = ts[row] - pd.Timedelta(days=1)
+        frame = frame.assign(ts=ts, value=value, series=frame["series"].astype(object))
         return frame
 
     def labels(self, frame: pd.DataFrame) -> pd.Series:

@@ -1,0 +1,145 @@
+"""``nexus up`` on the runtime: its terminal view reads the bus, and a core-only install runs it
+headless with one line saying the monitor needs the ``dashboards`` extra.
+
+The core-only case is a real ``nexus up`` process in which the extra's packages cannot be imported: a
+``sitecustomize`` on its ``PYTHONPATH`` refuses them as an interpreter without them would
+(``ModuleNotFoundError``), so the entry point's load fails exactly as on ``pip install -e .``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from nexus_kernel._up import UpView
+from nexus_kernel.config import load_settings
+from nexus_kernel.runtime import Runtime, topic
+from nexus_kernel.runtime._hooks import EXTRA_MODULES, MONITORS, load_monitor
+
+NEXUS = [sys.executable, "-m", "nexus_kernel.cli"]
+SPEC = {"name": "pumps", "source": {"kind": "simulator", "params": {"series": 1, "stream": "pumps"}},
+        "steps": [{"kind": "validate", "params": {}}]}
+
+
+def points(series: list[str], values: list[float], seconds: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"stream": "pumps", "series": series, "value": values,
+                         "ts": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(seconds, unit="s")})
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_the_view_shows_the_newest_values_and_anomalies_it_reads_on_the_bus(tmp_path):
+    settings = load_settings(home=tmp_path / "home", store="memory")
+
+    async def main() -> None:
+        rt = Runtime.open(settings)
+        rt.manager.create("pumps", spec=SPEC)  # saved, never started: every figure below came by the bus
+        view = await UpView(rt, Console(file=io.StringIO()), headless=True).open()
+        try:
+            rt.bus.publish_nowait(topic("pumps", "points"), points(["a", "a", "b"], [2.0, 1.0, 5.0], [2, 1, 1]))
+            rt.bus.publish_nowait(topic("pumps", "anomalies"), pd.DataFrame({
+                "stream": "pumps", "series": ["a", "b"], "field": "value",
+                "ts": [pd.Timestamp("2026-01-01", tz="UTC")] * 2,
+                "detector": "zscore", "score": [9.5, 0.1], "is_anomaly": [True, False],
+                "reason": ['{"detector": "zscore", "statistic": 9.5}', "{}"]}))
+            await until(lambda: view.detected.get("pumps") == 1 and "b" in view.latest.get("pumps", {}))
+            row = view.snapshot()[0]
+            assert row["latest"] == {"a": 2.0, "b": 5.0}  # the newest by event time, not the last row
+            assert row["anomalies_detected"] == 1  # only rows flagged is_anomaly
+            assert row["recent_anomalies"] == [{"ts": "2026-01-01 00:00:00", "series": "a", "score": 9.5,
+                                                "why": "detector=zscore, statistic=9.5"}]
+            assert "pumps" in view.line([row]) and "a=2.00 b=5.00" in view.line([row])
+        finally:
+            await view.close()
+            await rt.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_view_cut_off_by_the_bus_subscribes_again_and_keeps_showing_values(tmp_path):
+    settings = load_settings(home=tmp_path / "home", store="memory")
+
+    async def main() -> None:
+        rt = Runtime.open(settings)
+        rt.manager.create("pumps", spec=SPEC)
+        view = await UpView(rt, Console(file=io.StringIO()), headless=True, maxsize=2).open()
+        try:
+            for i in range(10):  # published without yielding: more than its queue holds
+                rt.bus.publish_nowait(topic("pumps", "points"), points(["a"], [float(i)], [i]))
+            await until(lambda: view.lagged >= 1)
+            step = 100
+
+            def caught_up() -> bool:
+                nonlocal step
+                step += 1
+                rt.bus.publish_nowait(topic("pumps", "points"), points(["a"], [float(step)], [step]))
+                return view.latest.get("pumps", {}).get("a", 0) > 100
+
+            await until(caught_up)
+        finally:
+            await view.close()
+            await rt.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_the_monitor_hook_says_why_it_cannot_load():
+    assert load_monitor(group="nexus_kernel.test-empty-group").needs_extra
+    missing = load_monitor(found=[EntryPoint("monitor", "panel_is_not_here_either:serve", MONITORS)])
+    assert missing.serve is None and not missing.needs_extra and "failed to load" in missing.problem
+    broken = load_monitor(found=[EntryPoint("monitor", "json:no_such_function", MONITORS)])
+    assert broken.serve is None and "AttributeError" in broken.problem
+    found = load_monitor(found=[EntryPoint("other", "json:loads", MONITORS),
+                                EntryPoint("monitor", "json:dumps", MONITORS)])
+    import json
+
+    assert found.serve is json.dumps and found.problem is None
+
+
+def test_a_core_only_nexus_up_runs_headless_and_says_the_monitor_needs_the_extra(tmp_path: Path) -> None:
+    blocker = tmp_path / "core_only"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import sys
+        from importlib.abc import MetaPathFinder
+
+        BLOCKED = {sorted(EXTRA_MODULES - {"dashboards"})!r}
+
+        class CoreOnly(MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, CoreOnly())
+    """))
+    env = {**os.environ, "NEXUS_HOME": str(tmp_path / "home"), "NEXUS_PORT": "0", "NEXUS_MONITOR_PORT": "0",
+           "NEXUS_SIM_RATE": "200", "NEXUS_SIM_SERIES": "3", "NEXUS_STORE": "duckdb", "PYTHONPATH": str(blocker)}
+    env.pop("NEXUS_REDIS_URL", None)
+    ran = subprocess.run([*NEXUS, "up", "--headless", "--duration", "3"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert ran.returncode == 0, ran.stderr
+    notes = [ln for ln in ran.stdout.splitlines() if "dashboards extra" in ln]
+    assert notes == ["nexus up: no monitor and no scheduled notebook jobs: they need the dashboards extra "
+                     "(pip install 'nexus-stream[dashboards]')"], ran.stdout
+    assert "monitor: http" not in ran.stdout and re.search(r"gateway: http://127\.0\.0\.1:\d+", ran.stdout)
+    ticks = [ln for ln in ran.stdout.splitlines() if "stream=sensors" in ln]
+    assert ticks and re.search(r"s0000=-?\d+\.\d+", ticks[-1]), ran.stdout  # values, read from the bus
+    assert "stopped cleanly" in ran.stdout
+    assert not (tmp_path / "home" / "runtime.json").exists()  # withdrawn on the clean stop
