@@ -280,10 +280,16 @@ class Schema:
 
 @dataclass
 class Validated:
-    """The two halves of a validated batch."""
+    """The two halves of a validated batch, and which input rows went to the dead letters.
+
+    ``dead_rows`` is a boolean mask over the rows of the batch as given (True: dead-lettered), so a caller
+    that must say which of its records were refused — the gateway answers each request with its body
+    indexes — maps dead letters back to its input without parsing their payloads.
+    """
 
     good: pd.DataFrame
     dead: pd.DataFrame
+    dead_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def __iter__(self):  # allows ``good, dead = validator(batch)``
         yield self.good
@@ -332,12 +338,23 @@ class Validator:
     def __call__(self, raw: pd.DataFrame) -> Validated:
         return self.validate(raw)
 
-    def validate(self, raw: pd.DataFrame) -> Validated:
+    def validate(self, raw: pd.DataFrame, payload: pd.DataFrame | None = None) -> Validated:
+        """Split ``raw`` into its good rows and its dead letters.
+
+        Parameters
+        ----------
+        raw
+            The raw batch (any dtypes).
+        payload
+            What the dead letters keep as each refused row's payload, row for row ``raw`` (default:
+            ``raw`` itself) — the records as received when the caller filled gaps in them first.
+        """
         n = len(raw)
         if n == 0:
             return Validated(empty_batch(self.schema.fields or ("value",)), empty_dead_letters())
         raw = raw.reset_index(drop=True)
-        received = raw  # what dead letters keep: the payload as it came, refused field names included
+        # what dead letters keep: the payload as it came, refused field names included
+        received = raw if payload is None else payload.reset_index(drop=True)
         reason = np.full(n, len(REASONS), dtype=np.int16)  # len(REASONS) means "good"
         detail = np.full(n, "", dtype=object)
 
@@ -383,7 +400,48 @@ class Validator:
             good[ATTRS] = pd.array(attrs[keep], dtype="string")
         self._advance(series.codes[keep], series.categories, ts[keep])
         dead = self._dead_letters(received, ~good_mask, reason, detail, seq)
-        return Validated(good, dead)
+        return Validated(good, dead, ~good_mask)
+
+    def validate_records(self, raw: pd.DataFrame) -> Validated:
+        """Validate records that came from outside as JSON objects, each judged on the keys it carries.
+
+        A batch of such records is the union of their keys (one body of records that differ, or several
+        requests coalesced), so a record lacking a key another has gets a hole there; a hole is a key not
+        sent, never a fault. A hole in ``series`` is the series a record without one gets (``default``);
+        holes in fields are filled for the checks and emptied again in the good batch (the store keeps no
+        empty cell) — unless the record carries no field at all, which stays ``not_finite`` (missing). A
+        field no good record carries is no column of the good batch. Dead letters keep each record as
+        received (holes left out), and the source's clock is not used: records from outside are judged
+        against wall-clock time only (see "The stream's clock" in the module docs).
+
+        Caveat: a NaN in a field column is read as a hole — what JSON records give (JSON has no NaN). A
+        source whose batches carry NaN values to refuse (a simulator's bad rows) calls :meth:`validate`.
+
+        >>> v = Validator(Schema("pumps"))
+        >>> out = v.validate_records(pd.DataFrame({"series": ["a", "a"], "ts": ["2024-01-01T00:00:00Z"] * 2,
+        ...                                        "value": [1.0, None], "temp": [None, 2.0]}))
+        >>> len(out.good), out.dead_rows.tolist()
+        (2, [False, False])
+        """
+        if len(raw) == 0:  # not raw.empty: records of no known key ({}) are rows without columns
+            return Validated(raw, empty_dead_letters())
+        raw = raw.reset_index(drop=True)
+        if len(raw.columns) == 0:  # payloads cannot be built from rows without columns
+            raw = pd.DataFrame({TIME: [None] * len(raw)})
+        filled, holes = _fill_holes(raw, self.schema.max_name_length)
+        clock, self.clock = self.clock, None
+        try:
+            result = self.validate(filled, payload=raw if filled is not raw else None)
+        finally:
+            self.clock = clock
+        good, mask = result.good, result.dead_rows
+        holes = {name: hole for name, hole in holes.items() if name in good.columns}  # refused names are no field
+        for name, hole in holes.items():
+            good[name] = good[name].mask(hole[~mask])
+        unused = [name for name in holes if len(good) and good[name].isna().all()]
+        if unused:
+            good = good.drop(columns=unused)
+        return Validated(good, result.dead, mask)
 
     # -- columns -------------------------------------------------------------------------------
 
@@ -632,6 +690,38 @@ class Validator:
                 "seq": seq[mask],
             }
         ).astype({"received_at": "datetime64[ns, UTC]"})
+
+
+_DEFAULT_SERIES = "default"  # the series the Validator gives a batch without a series column
+_FIELD_HOLE = 0.0  # any finite number: the validator judges it, the good batch never keeps it
+
+
+def _fill_holes(raw: pd.DataFrame, name_limit: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The batch with its holes filled (see :meth:`Validator.validate_records`) and the field holes.
+
+    Columns whose name the validator refuses are left alone: it flags the records with a value there.
+    """
+    out = raw
+    if SERIES in raw.columns and raw[SERIES].isna().any():
+        out = raw.copy()
+        out[SERIES] = raw[SERIES].astype(object).where(raw[SERIES].notna(), _DEFAULT_SERIES)
+    fields = [name for name in field_columns(raw) if name_fault(name, name_limit) is None]
+    holes: dict[str, np.ndarray] = {}
+    if not fields:
+        return out, holes
+    empty = raw[fields].isna().to_numpy()
+    if not empty.any():
+        return out, holes
+    carries = ~empty.all(axis=1)  # a record with no field at all stays missing
+    for j, name in enumerate(fields):
+        hole = empty[:, j] & carries
+        if hole.any():
+            if out is raw:
+                out = raw.copy()
+            out[name] = raw[name].astype(object).mask(hole, _FIELD_HOLE) \
+                if not pd.api.types.is_float_dtype(raw[name].dtype) else raw[name].mask(hole, _FIELD_HOLE)
+            holes[name] = hole
+    return out, holes
 
 
 class SeriesIds:

@@ -16,6 +16,11 @@ acknowledging source never acknowledges a record whose batch did not reach every
 A step that raises never stops the pipeline: the batch goes to the dead-letter queue with reason
 ``processing_error`` (its payload kept), the error is counted and shown in ``status()``, and the next
 batch is processed. A source that raises puts the pipeline in state ``failed``.
+
+Records from outside (the gateway's ingest) enter through ``pipe.inlet`` — any pipeline, whatever its
+source — and go through the same graph; while such a round is in the graph the pipeline reports what its
+first ``validate`` and ``store`` steps did to it, so that each request is answered with its own counts
+once its rows are committed (see :mod:`nexus_kernel.engine.sources._ingest`).
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ import streamz
 from ..config import Settings, load_settings
 from ..records import TIME, DeadLetterQueue, make_dead_letters
 from ._loop import running_loop, submit
+from ._services import StoreWrite
 from ._specs import SpecError, refuse_clear_secrets, resolve_secrets, scrub
-from ._steps import Apply, Filter, Sink, StepContext, Validate, bind, flush, spec_of, steps
+from ._steps import Apply, Filter, Sink, StepContext, Validate, as_step, spec_of, steps
 from ._windows import Window
-from .sources import BoundedBuffer, Source
+from .sources import BoundedBuffer, Ingest, IngestInlet, Source
 from .sources import sources as registered_sources
 
 __all__ = ["Pipeline", "PipelineStateError", "rebatch"]
@@ -55,10 +61,16 @@ class _Guarded:
     def __init__(self, step: Any, pipeline: "Pipeline") -> None:
         self.step = step
         self.pipeline = pipeline
-        self.name = getattr(step, "kind", None) or getattr(step, "__name__", type(step).__name__)
+        self.name = str(getattr(step, "kind", None) or getattr(step, "__name__", type(step).__name__))
+        # an ingested round in the graph is told what the validate and store steps did to its records
+        self.role = "validate" if isinstance(step, Validate) else "store" if isinstance(step, StoreWrite) else None
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame | None:
         try:
+            ingested = self.pipeline.inlet.current if self.role is not None else None
+            if ingested is not None:
+                return ingested.validate(self.step, batch) if self.role == "validate" \
+                    else ingested.store(self.step, batch)
             return self.step(batch)
         except Exception as exc:  # noqa: BLE001 - the stream must survive any step
             self.pipeline._step_failed(self.name, exc, batch)
@@ -114,6 +126,9 @@ class Pipeline:
         self._dead_letters_stored = False
         self._secrets: frozenset[str] = frozenset()  # values resolved from secret references: never shown
         self._given: dict[str, Any] | None = None  # the source and steps as from_spec received them
+        self.inlet = IngestInlet(self)  # records from outside (the gateway) enter here
+        if isinstance(source, Ingest):
+            source.inlet = self.inlet
 
     # -- building ------------------------------------------------------------------------------
 
@@ -212,6 +227,15 @@ class Pipeline:
     @property
     def steps(self) -> list[Any]:
         return list(self._steps)
+
+    def validates_first(self) -> bool:
+        """Whether a ``validate`` step comes before any ``store`` step (what ingest requires)."""
+        for step in self._steps:
+            if isinstance(step, Validate):
+                return True
+            if isinstance(step, StoreWrite):
+                return False
+        return False
 
     def spec(self) -> dict[str, Any]:
         """A JSON-able description that :meth:`from_spec` rebuilds (registered steps only).
@@ -396,6 +420,7 @@ class Pipeline:
             loop.call_soon_threadsafe(fn)
 
     async def _pump(self) -> None:
+        self._loop = asyncio.get_running_loop()  # run() and run_async() too: where the inlet hands records
         self._resume = asyncio.Event()
         if not self._paused:
             self._resume.set()
@@ -406,11 +431,12 @@ class Pipeline:
             self._counting = True
         context = StepContext(self.name, self.settings, self.dead_letters, self.services, clock=self.source.clock)
         for step in self._steps:
-            bind(step, context)
+            as_step(step).bind(context)
         store = self.services.get("store")
         if store is not None and not self._dead_letters_stored:
             self.dead_letters.add_sink(lambda dead: store.append("dead_letters", dead))
             self._dead_letters_stored = True
+        self.inlet.open()
         if self.source.self_buffered:
             buffer: Any = self.source.batches()
         else:
@@ -435,6 +461,7 @@ class Pipeline:
             self.last_error = scrub(f"source: {type(exc).__name__}: {exc}", self._secrets)
             self.errors += 1
         finally:
+            self.inlet.close(final)  # before the flush: no round enters a graph being emptied
             self._flush()
             if hasattr(buffer, "aclose"):
                 with contextlib.suppress(Exception):
@@ -451,10 +478,14 @@ class Pipeline:
         self._rates.append((now, n))
         self._head.emit(raw)
 
+    def _emit_after(self, index: int, batch: pd.DataFrame) -> None:
+        """Hand ``batch`` to the steps after step ``index`` (the inlet's stored rows, see its ``defer``)."""
+        self._nodes[index].emit(batch)
+
     def _flush(self) -> None:
         for i, step in enumerate(self._steps):
             try:
-                out = flush(step)
+                out = as_step(step).flush()
             except Exception as exc:  # noqa: BLE001
                 self._step_failed(getattr(step, "kind", "step"), exc, pd.DataFrame())
                 continue
@@ -472,6 +503,12 @@ class Pipeline:
         self.errors += 1
         self.last_error = scrub(f"{name}: {type(exc).__name__}: {exc}", self._secrets)
         detail = scrub(f"step '{name}' failed: {type(exc).__name__}: {exc}", self._secrets)
+        ingested = self.inlet.current
+        if ingested is not None and not ingested.answered:
+            # before the commit of an ingested round: its requests get the error (nothing of it was
+            # written, the client retries), so its records are no dead letters
+            ingested.failed(exc)
+            return
         if batch is not None and len(batch):
             self.dead_letters.put(make_dead_letters(batch, self.name, "processing_error", detail))
         if self.settings.log_level == "debug":

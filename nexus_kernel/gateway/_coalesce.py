@@ -1,170 +1,177 @@
-"""Group commit for ingest: concurrent requests to one stream share one validation and one store write.
+"""Ingest routing: each request's records go to its stream's pipeline, whose inlet group-commits them.
 
-Validating a batch and writing it to the store each cost a fixed ~10 ms whether the batch holds 1,000
-records or 8,000; parsing is what grows with the rows. So while one write of a stream is in flight, the
-requests that arrive for that stream wait in a queue, and the next round takes all of them at once
-(up to ``max_rows``): one ``Validator`` call over their concatenation, one store transaction. There is
-no timer — an idle gateway writes a lone request at once; a busy one batches by itself.
+The gateway validates and stores nothing itself: records POSTed to ``/api/streams/{name}/records`` enter
+that stream's running :class:`~nexus_kernel.engine.Pipeline` through its ingest inlet, and are validated,
+stored, cached, analysed, windowed and published by its steps exactly as the records of its own source
+(see :mod:`nexus_kernel.engine.sources._ingest` for the group commit: concurrent requests to one stream
+share one validation and one store transaction, each answered after that commit with its own counts).
+What the gateway does first is its own: parsing (:mod:`._ingest`), and refusing records that name another
+stream than the URL (``stream_mismatch``).
 
-Each request is still answered only after the transaction holding its rows has committed, with its own
-counts: ``accepted``/``rejected`` and the per-record errors from its own rows (body indexes), and
-``written`` from :meth:`DuckDBStore.write_groups`, which counts new values per request inside one
-transaction. A store without ``write_groups`` (PostgreSQL) gets one ``write`` per request in the same
-round (validation is still shared).
-
-Caveats
--------
-* The validator is the same one a lone request would meet, and its answer does not depend on how
-  records are cut into batches (lateness uses the running newest time; each record is judged on the
-  keys it carries, see :meth:`StreamIngest.validate_raw`), so coalescing changes no verdict.
-* A round's frame is the union of its requests' keys: it is bounded (``max_rows``, ``max_cells``,
-  ``MAX_KEYS``), so a request naming many keys of its own goes in a round of its own.
-* One failing write fails every request of its round (each gets the error); nothing of the round was
-  written, so a client's retry is safe (writes are idempotent).
-* Rounds of one stream are serialized; different streams write concurrently (the store serializes them).
+Which pipeline
+--------------
+* The stream runs in this process (its manager's pipeline is ``running``): that pipeline.
+* The stream is in the registry but not running here (``created``, ``paused``, ``stopped``, ``failed``, or
+  running in another process): 409, saying its state and how to start it. Records are never queued for
+  a stream that does not run: the client would believe them stored.
+* The stream does not exist: it is created, as ingest has always accepted any valid name, as a managed
+  stream with the ``ingest`` source and the default stream's steps and batching (validate, store, cache,
+  publish, analyze, window), saved in the registry and started — ``nexus streams stop NAME`` stops it.
+* A coalescer without a manager (tools, tests) runs pipelines of its own on the caller's loop: the
+  ``ingest`` source, then validate and store.
 
 Example
 -------
 >>> # inside the gateway:  result = await services.coalescer.submit("pumps", raw, index, errors)
->>> # result == {"accepted": 998, "rejected": 2, "written": 998, "errors": [...], "good": <frame>}
+>>> # result == {"accepted": 998, "rejected": 2, "written": 998, "errors": [...]}
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..records import empty_dead_letters
+from ..engine import Pipeline, StreamStateError
+from ..engine.sources import Ingest, IngestInlet, IngestRefused
+from ._errors import ApiError
 from ._ingest import MAX_KEYS, StreamIngest, unreadable_dead_letters
 
-__all__ = ["IngestCoalescer"]
+__all__ = ["IngestCoalescer", "ingest_spec"]
 
 
-@dataclass
-class _Pending:
-    raw: pd.DataFrame
-    index: np.ndarray
-    errors: list[dict[str, Any]]
-    future: asyncio.Future = field(repr=False)
+def ingest_spec(settings: Any) -> dict[str, Any]:
+    """The spec of a stream created by ingesting into a new name: the ``ingest`` source, then the default
+    stream's steps and batching."""
+    from ..runtime import default_spec  # here: the runtime package imports the engine, not the gateway
+
+    spec = default_spec(settings)
+    return {"source": {"kind": "ingest", "params": {}}, "steps": spec["steps"], "batch": spec["batch"]}
 
 
 class IngestCoalescer:
-    """Queues parsed ingest requests per stream and writes each round of them in one go.
+    """Hands each ingest request to its stream's pipeline inlet (see the module docs).
 
     Parameters
     ----------
     ingest
-        The gateway's validators (one per stream).
+        The gateway's screen (records naming another stream) and settings.
     store
-        The store; ``write_groups`` is used when it has one.
-    max_rows
-        Most raw records one round takes (a round always takes at least one request).
-    max_cells
-        Most cells (records × distinct keys) of one round's frame.
+        The store of pipelines this coalescer runs itself (without a manager).
+    manager
+        The :class:`~nexus_kernel.engine.StreamManager` whose pipelines take the records.
+    max_rows, max_cells
+        Bounds of one group-commit round (records; records × distinct keys), handed to each inlet.
     """
 
-    def __init__(self, ingest: StreamIngest, store: Any, max_rows: int = 50_000,
+    def __init__(self, ingest: StreamIngest, store: Any, manager: Any = None, max_rows: int = 50_000,
                  max_cells: int = 4_000_000) -> None:
-        self.ingest, self.store, self.max_rows, self.max_cells = ingest, store, max_rows, max_cells
-        self._queues: dict[str, list[_Pending]] = {}
-        self._busy: set[str] = set()
-        self.rounds = 0  # counters for /metrics and the tests
-        self.requests = 0
+        self.ingest, self.store, self.manager = ingest, store, manager
+        self.max_rows, self.max_cells = max_rows, max_cells
+        self._inlets: dict[str, IngestInlet] = {}  # every inlet fed, by stream (counters only)
+        self._retired = [0, 0]  # rounds and requests of inlets whose pipeline was replaced
+        self._own: dict[str, Pipeline] = {}
+        self._creating: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def rounds(self) -> int:
+        """Group-commit rounds of the requests this coalescer handed on."""
+        return self._retired[0] + sum(inlet.rounds for inlet in self._inlets.values())
+
+    @property
+    def requests(self) -> int:
+        return self._retired[1] + sum(inlet.requests for inlet in self._inlets.values())
 
     async def submit(self, stream: str, raw: pd.DataFrame, index: np.ndarray,
                      errors: list[dict[str, Any]]) -> dict[str, Any]:
-        """Validate and store one request's records; resolves once they are committed."""
-        loop = asyncio.get_running_loop()
-        pending = _Pending(raw, index, errors, loop.create_future())
-        self._queues.setdefault(stream, []).append(pending)
-        if stream not in self._busy:
-            self._busy.add(stream)
-            loop.create_task(self._drain(stream))
-        return await pending.future
+        """Hand one request's records to the stream's pipeline; resolves once they are committed.
 
-    async def _drain(self, stream: str) -> None:
-        loop = asyncio.get_running_loop()
+        Raises :class:`ApiError` 409 for a stream that does not run here (its state in the detail).
+        """
+        raw, index, screened = self.ingest.screen(stream, raw, index, errors)
+        dead = unreadable_dead_letters(stream, errors) if errors else None
+        inlet = await self._inlet(stream)
+        inlet.max_rows, inlet.max_cells, inlet.max_keys = self.max_rows, self.max_cells, MAX_KEYS
         try:
-            while self._queues.get(stream):
-                queue = self._queues[stream]
-                take = self._take(queue)
-                group, self._queues[stream] = queue[:take], queue[take:]
-                try:
-                    results = await loop.run_in_executor(None, self._round, stream, group)
-                except Exception as exc:  # noqa: BLE001 - handed to every request of the round
-                    for p in group:
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                    continue
-                self.rounds += 1
-                self.requests += len(group)
-                for p, result in zip(group, results):
-                    if not p.future.done():
-                        p.future.set_result(result)
+            return await inlet.submit(raw, index, screened, dead=dead)
+        except IngestRefused as exc:
+            raise ApiError(409, str(exc), error="conflict", field="name") from None
+
+    async def _inlet(self, stream: str) -> IngestInlet:
+        pipe = self._running(stream)
+        if pipe is None:
+            pipe = await self._opened(stream)
+        inlet = pipe.inlet
+        known = self._inlets.get(stream)
+        if known is not inlet:
+            if known is not None:
+                self._retired[0] += known.rounds
+                self._retired[1] += known.requests
+            self._inlets[stream] = inlet
+        return inlet
+
+    async def _opened(self, stream: str) -> Pipeline:
+        """Open the stream once for concurrent first requests; they all wake in one turn of the loop (a
+        lock would wake them one per turn, and they would reach the pipeline in rounds of one)."""
+        opening = self._creating.get(stream)
+        if opening is not None:
+            await opening  # not shielded: a shield would wake each waiter a turn later, after the first left
+            return self._running(stream) or await self._open(stream)
+        opening = self._creating[stream] = asyncio.get_running_loop().create_future()
+        try:
+            pipe = await self._open(stream)
+        except BaseException as exc:
+            if not opening.done():
+                opening.set_exception(exc)
+                opening.exception()  # retrieved: waiters re-raise it, none may be left
+            raise
         finally:
-            self._busy.discard(stream)
-            self._queues.pop(stream, None) if not self._queues.get(stream) else None
+            del self._creating[stream]
+        if not opening.done():  # a waiter cancelled cancels it
+            opening.set_result(None)
+        return pipe
 
-    def _take(self, queue: list[_Pending]) -> int:
-        """How many queued requests the next round takes: at least one, then more while the round
-        stays within ``max_rows`` records, :data:`~._ingest.MAX_KEYS` distinct keys and ``max_cells``
-        (requests naming keys of their own must not widen one another's frame)."""
-        take, rows, keys = 1, len(queue[0].raw), set(queue[0].raw.columns)
-        while take < len(queue):
-            raw = queue[take].raw
-            wider, more = keys.union(raw.columns), rows + len(raw)
-            if more > self.max_rows or len(wider) > MAX_KEYS or more * len(wider) > self.max_cells:
-                break
-            take, rows, keys = take + 1, more, wider
-        return take
+    def _running(self, stream: str) -> Pipeline | None:
+        pipelines = self.manager.pipelines if self.manager is not None else self._own
+        pipe = pipelines.get(stream)
+        return pipe if pipe is not None and pipe.state == "running" else None
 
-    def _round(self, stream: str, group: list[_Pending]) -> list[dict[str, Any]]:
-        """Off the event loop: validate the round, write it in one transaction, split the answers."""
-        parts = [self.ingest.screen(stream, p.raw, p.index, p.errors) for p in group]
-        raws = [raw for raw, _, _ in parts]
-        sizes = np.asarray([len(r) for r in raws], dtype=np.int64)
-        nonempty = [r for r in raws if len(r)]
-        combined = pd.concat(nonempty, ignore_index=True, sort=False) if len(nonempty) > 1 else \
-            (nonempty[0].reset_index(drop=True) if nonempty else pd.DataFrame())
-        good, dead, dead_mask = self.ingest.validate_raw(stream, combined)
-        owner = np.repeat(np.arange(len(group)), sizes)
-        good_owner = owner[~dead_mask] if len(owner) else owner
-        answers, goods, dead_frames = [], [], [dead]
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        for i, (raw, index, errors) in enumerate(parts):
-            lo, hi = offsets[i], offsets[i + 1]
-            mine_dead = np.flatnonzero(dead_mask[lo:hi]) if len(dead_mask) else np.empty(0, dtype=np.int64)
-            if len(mine_dead):
-                # the dead-letter frame lists dead rows in input order: pick this request's slice
-                before = int(dead_mask[:lo].sum())
-                for k, j in enumerate(mine_dead):
-                    errors.append({"index": int(index[j]), "error": str(dead["reason"].iat[before + k]),
-                                   "detail": str(dead["detail"].iat[before + k])})
-            errors.sort(key=lambda e: e["index"])
-            mine = good.iloc[np.flatnonzero(good_owner == i)] if len(good) else good
-            goods.append(mine)
-            if group[i].errors:  # records refused while parsing: dead letters too
-                dead_frames.append(unreadable_dead_letters(stream, group[i].errors))
-            answers.append({"accepted": len(mine), "rejected": len(errors), "errors": errors})
-        written = self._write(goods)
-        dead_all = pd.concat([d for d in dead_frames if len(d)], ignore_index=True) \
-            if any(len(d) for d in dead_frames) else empty_dead_letters()
-        if len(dead_all):
-            self.store.append("dead_letters", dead_all)
-        for answer, count in zip(answers, written):
-            answer["written"] = int(count)
-        if answers:
-            answers[0]["good"] = good  # the whole round's points, published once by the first request
-        return answers
-
-    def _write(self, goods: list[pd.DataFrame]) -> list[int]:
-        if not any(len(g) for g in goods):
-            return [0] * len(goods)
-        write_groups = getattr(self.store, "write_groups", None)
-        if write_groups is not None and len(goods) > 1:
-            return list(write_groups(goods))
-        return [self.store.write(g) if len(g) else 0 for g in goods]
+    async def _open(self, stream: str) -> Pipeline:
+        """The pipeline of a stream that runs nowhere in this process: refuse, or create it (module docs)."""
+        if self.manager is None:
+            own = Pipeline(Ingest(), name=stream, settings=self.ingest.settings).validate().store()
+            own.services["store"] = self.store
+            self._own[stream] = own.start()
+            return own
+        manager = self.manager
+        entry = manager.streams().get(stream)
+        if entry is None:
+            try:
+                # off the serving loop: checking the spec builds its steps once (the first stream with an
+                # analyze step imports the analysis package, seconds on a busy machine) and writes the registry
+                await asyncio.to_thread(manager.create, stream, spec=ingest_spec(manager.settings))
+            except StreamStateError as exc:
+                if "already exists" not in str(exc):  # created meanwhile by another process: judged below
+                    raise ApiError(422, str(exc), field="name") from None
+            else:
+                manager.start(stream)
+            entry = manager.streams().get(stream)
+        pipe = self._running(stream)
+        if pipe is None and entry is not None and entry["state"] == "running" and getattr(manager, "run", False) \
+                and stream not in manager.pipelines:
+            manager.reconcile()  # saved as running, not run here yet (a restart, another manager's change)
+            pipe = self._running(stream)
+        if pipe is not None:
+            return pipe
+        here = manager.pipelines.get(stream)
+        state = here.state if here is not None else entry["state"] if entry is not None else "deleted"
+        if state in ("running", "paused") and not getattr(manager, "run", True):
+            detail = f"stream '{stream}' runs in another process; send its records to that process's gateway"
+        elif state == "running":
+            detail = f"stream '{stream}' is registered as running but does not run in this process yet; retry"
+        else:
+            action = "resume" if state == "paused" else "start"
+            detail = f"stream '{stream}' is {state}: {action} it to ingest (POST /api/streams/{stream}/{action})"
+        raise ApiError(409, detail, error="conflict", field="name")

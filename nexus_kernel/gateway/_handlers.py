@@ -10,7 +10,6 @@ import tornado.web
 from pydantic import BaseModel, Field
 
 from ..engine import StreamStateError
-from ..storage import topic
 from . import _models as m
 from ._base import ApiHandler, check_name, operation, route
 from ._errors import ApiError
@@ -182,7 +181,10 @@ _NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl", "a
 class RecordsHandler(ApiHandler):
     """Ingest; the body streams in so that its size is checked before it is read or parsed."""
 
-    @operation("ingest", "Ingest records (JSON array or NDJSON, gzip accepted)", response=m.IngestResult,
+    @operation("ingest", "Ingest records into the stream's pipeline (JSON array or NDJSON, gzip accepted): "
+               "validated, stored, analysed, windowed and published like its source's; a name that is no "
+               "stream yet becomes one (ingest source, default steps); a stream that exists but does not "
+               "run here answers 409 with its state", response=m.IngestResult,
                raw_body={"required": True, "content": {
                    "application/json": {"schema": m.RECORDS_BODY},
                    "application/x-ndjson": {"schema": m.NDJSON_BODY}}})
@@ -194,12 +196,9 @@ class RecordsHandler(ApiHandler):
         # parsed on the loop: a 1,000-record body takes ~2.5 ms; in the default executor it queued behind
         # (and ahead of) the coalescer's write rounds and cost bench gateway-ingest about a fifth
         raw, index, errors = parse_records(body, ndjson)
-        # concurrent requests to this stream share one validation and one store transaction (see
-        # _coalesce); this one is answered once its own rows are committed
+        # into the stream's pipeline, where concurrent requests share one validation and one store
+        # transaction (see _coalesce); answered once its own rows are committed, before their analysis
         result = await services.coalescer.submit(name, raw, index, errors)
-        good = result.pop("good", None)
-        if good is not None and len(good):
-            services.bus.publish_nowait(topic(name, "points"), good)
         services.metrics.records.labels("accepted").inc(result["accepted"])
         services.metrics.records.labels("rejected").inc(result["rejected"])
         errors = result["errors"]

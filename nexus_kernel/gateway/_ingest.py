@@ -1,4 +1,4 @@
-"""Ingest: bytes of a request body → records → validated batch → store + live bus + dead letters.
+"""Ingest: bytes of a request body → records, screened for the stream's pipeline (which validates them).
 
 Accepted bodies: a JSON array of record objects (``application/json``) or one object per line
 (``application/x-ndjson``), optionally gzip-compressed (``Content-Encoding: gzip``; every member of a
@@ -17,7 +17,9 @@ refused (``stream_mismatch``) — a credential scoped to one stream cannot write
 
 A record is judged on the keys it carries, whatever else its body (or its coalesced round) holds: a
 JSON ``null`` is a key not sent, a field another record has and this one lacks is no fault of this one
-(see :meth:`StreamIngest.validate_raw`). A body is refused whole (422) when its records name more than
+(see :meth:`Validator.validate_records <nexus_kernel.records.Validator.validate_records>`). The records
+are validated and stored by the stream's own pipeline (see :mod:`._coalesce`); this module reads them.
+A body is refused whole (422) when its records name more than
 :data:`MAX_KEYS` distinct keys, or more cells (records × keys) than :func:`cell_budget` allows — a few
 kilobytes of records with keys of their own would otherwise make a frame of gigabytes.
 """
@@ -36,8 +38,7 @@ import pyarrow as pa
 import pyarrow.json as paj
 
 from ..config import Settings
-from ..records import (ATTRS, REASONS, SEQ, SERIES, STREAM, TIME, Schema, Validator, empty_dead_letters, field_columns,
-                      name_fault)
+from ..records import ATTRS, REASONS, SEQ, SERIES, STREAM, Schema, Validator, empty_dead_letters
 from ._errors import ApiError
 
 __all__ = ["BoundedBody", "parse_records", "check_width", "cell_budget", "StreamIngest", "unreadable_dead_letters",
@@ -350,36 +351,38 @@ def _arrow_times(table: pa.Table) -> pa.Table:
     return table.set_column(table.column_names.index("ts"), "ts", times)
 
 
-class _IndexedValidator(Validator):
-    """A Validator that remembers which input rows it dead-lettered (to report their body index).
+class StreamIngest:
+    """What the gateway judges before records reach a stream's pipeline, and the verdict of a lone request.
 
-    ``payload`` (when set) is the frame the dead letters' payloads are taken from, row for row the one
-    validated: the records as received, before :meth:`StreamIngest.validate_raw` filled their gaps.
+    :meth:`screen` is the gateway's own check (a record naming another stream than the URL). The records
+    themselves are validated by the stream's pipeline, through its ingest inlet (see
+    :mod:`nexus_kernel.engine.sources._ingest`); :meth:`validate` gives the verdict one request would get
+    alone from a fresh validator with the settings' schema — the reference that tools and tests compare a
+    pipeline's answers with. It stores nothing.
     """
 
-    last_dead: np.ndarray | None = None
-    payload: pd.DataFrame | None = None
-
-    def _dead_letters(self, raw, mask, reason, detail, seq):  # type: ignore[no-untyped-def]
-        self.last_dead = np.asarray(mask, dtype=bool)
-        source = raw if self.payload is None else self.payload.reset_index(drop=True)
-        return super()._dead_letters(source, mask, reason, detail, seq)
-
-
-class StreamIngest:
-    """The validators of the streams this gateway ingests into (lateness is judged per stream)."""
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, manager: Any = None) -> None:
         self.settings = settings
-        self._validators: dict[str, _IndexedValidator] = {}
+        self.manager = manager
+        self._validators: dict[str, Validator] = {}
 
-    def validator(self, stream: str) -> _IndexedValidator:
+    def validator(self, stream: str) -> Validator:
+        """The validator that judges the stream's ingested records: the first ``validate`` step's of its
+        pipeline running here (read it, e.g. ``newest()``; it runs on the pipeline's loop), else the
+        reference validator :meth:`validate` uses."""
+        pipe = self.manager.pipelines.get(stream) if self.manager is not None else None
+        for step in pipe.steps if pipe is not None else ():
+            if getattr(step, "kind", None) == "validate" and getattr(step, "validator", None) is not None:
+                return step.validator
+        return self._reference(stream)
+
+    def _reference(self, stream: str) -> Validator:
         validator = self._validators.get(stream)
         if validator is None:
             schema = Schema(stream, allowed_lateness=pd.Timedelta(seconds=self.settings.allowed_lateness),
                             max_attr_bytes=self.settings.max_attr_bytes,
                             max_future=self.settings.max_future, max_name_length=self.settings.max_name_length)
-            validator = self._validators[stream] = _IndexedValidator(schema)
+            validator = self._validators[stream] = Validator(schema)
         return validator
 
     def screen(self, stream: str, raw: pd.DataFrame, index: np.ndarray,
@@ -400,34 +403,10 @@ class StreamIngest:
         return raw, index, errors
 
     def validate_raw(self, stream: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-        """Good batch, dead letters (in input order), and which input rows died.
-
-        Each record is judged on the keys it carries, as if it were alone: the batch is the union of
-        its records' keys (one body of records that differ, or several bodies coalesced), so a record
-        lacking a key another has gets a hole there. A hole in ``series`` is the series a record without
-        one gets (``default``); holes in fields are filled for the validator and emptied again in the
-        good batch (the store keeps no empty cell) — unless the record carries no field at all, which
-        stays ``not_finite`` (missing). A field no good record carries is no column of the good batch.
-        """
-        if len(raw) == 0:  # not raw.empty: records of no known key ({}) are rows without columns
-            return raw, empty_dead_letters(), np.zeros(0, dtype=bool)
-        if len(raw.columns) == 0:  # the validator cannot build payloads of rows without columns
-            raw = pd.DataFrame({TIME: [None] * len(raw)})
-        validator = self.validator(stream)
-        filled, holes = _fill_holes(raw, validator.schema.max_name_length)
-        validator.last_dead = None
-        validator.payload = raw if filled is not raw else None
-        try:
-            good, dead = validator(filled)
-        finally:
-            validator.payload = None
-        mask = validator.last_dead if len(dead) and validator.last_dead is not None \
-            else np.zeros(len(raw), dtype=bool)
-        holes = {name: hole for name, hole in holes.items() if name in good.columns}  # refused names are no field
-        for name, hole in holes.items():
-            good[name] = good[name].mask(hole[~mask])
-        unused = [name for name in holes if len(good) and good[name].isna().all()]
-        return (good.drop(columns=unused) if unused else good), dead, mask
+        """Good batch, dead letters (in input order), and which input rows died; each record judged on the
+        keys it carries (see :meth:`Validator.validate_records <nexus_kernel.records.Validator.validate_records>`)."""
+        result = self._reference(stream).validate_records(raw)
+        return result.good, result.dead, result.dead_rows
 
     def validate(self, stream: str, raw: pd.DataFrame, index: np.ndarray,
                  errors: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
@@ -438,38 +417,6 @@ class StreamIngest:
             errors.append({"index": int(i), "error": str(reason), "detail": str(detail)})
         errors.sort(key=lambda e: e["index"])
         return good, dead, errors
-
-
-_DEFAULT_SERIES = "default"  # the series the Validator gives a batch without a series column
-_FIELD_HOLE = 0.0  # any finite number: the validator judges it, the good batch never keeps it
-
-
-def _fill_holes(raw: pd.DataFrame, name_limit: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """The batch with its holes filled (see :meth:`StreamIngest.validate_raw`) and the field holes.
-
-    Columns whose name the validator refuses are left alone: it flags the records with a value there.
-    """
-    out = raw
-    if SERIES in raw.columns and raw[SERIES].isna().any():
-        out = raw.copy()
-        out[SERIES] = raw[SERIES].astype(object).where(raw[SERIES].notna(), _DEFAULT_SERIES)
-    fields = [name for name in field_columns(raw) if name_fault(name, name_limit) is None]
-    holes: dict[str, np.ndarray] = {}
-    if not fields:
-        return out, holes
-    empty = raw[fields].isna().to_numpy()
-    if not empty.any():
-        return out, holes
-    carries = ~empty.all(axis=1)  # a record with no field at all stays missing
-    for j, name in enumerate(fields):
-        hole = empty[:, j] & carries
-        if hole.any():
-            if out is raw:
-                out = raw.copy()
-            out[name] = raw[name].astype(object).mask(hole, _FIELD_HOLE) \
-                if not pd.api.types.is_float_dtype(raw[name].dtype) else raw[name].mask(hole, _FIELD_HOLE)
-            holes[name] = hole
-    return out, holes
 
 
 def unreadable_dead_letters(stream: str, parse_errors: list[dict[str, Any]]) -> pd.DataFrame:

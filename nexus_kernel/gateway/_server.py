@@ -53,18 +53,21 @@ access_log = logging.getLogger("tornado.access")
 
 @dataclass
 class Services:
-    """What the handlers use. Build with :meth:`create`; the gateway does not own a store it was given."""
+    """What the handlers use: a :class:`~nexus_kernel.runtime.Runtime`'s store, bus and stream manager,
+    plus the gateway's own keys, audit log, rate limiter and metrics. Build with :meth:`create`.
+
+    The gateway builds no store, bus or manager of its own: they are the runtime's. It closes the
+    runtime only when it opened it (``owns_runtime``: :meth:`create` without one).
+    """
 
     settings: Settings
-    store: Any
-    bus: Any
-    manager: Any = None
+    runtime: Any
     keys: KeyStore = None  # type: ignore[assignment]
     audit: AuditLog = None  # type: ignore[assignment]
     limiter: RateLimiter = None  # type: ignore[assignment]
     metrics: Metrics = field(default_factory=Metrics)
     external_auth: Callable[[Any], Awaitable[Principal]] | None = None
-    owned: tuple[str, ...] = ()
+    owns_runtime: bool = False
 
     def __post_init__(self) -> None:
         home = self.settings.home
@@ -72,23 +75,51 @@ class Services:
         self.audit = self.audit or AuditLog(home / "audit.jsonl")
         self.limiter = self.limiter or open_limiter(self.settings)
         self.authenticator = Authenticator(self.settings, self.keys)
-        self.ingest = StreamIngest(self.settings)
-        self.coalescer = IngestCoalescer(self.ingest, self.store)
+        self.ingest = StreamIngest(self.settings, self.manager)
+        self.coalescer = IngestCoalescer(self.ingest, self.store, manager=self.manager)
         self.hub = LiveHub(self)
 
-    @classmethod
-    def create(cls, settings: Settings, store: Any = None, bus: Any = None, manager: Any = None,
-               **options: Any) -> Services:
-        """Open what is not given: the store and bus the settings name, and a registry-only manager."""
-        from ..engine import StreamManager
-        from ..storage import open_bus, open_store
+    @property
+    def store(self) -> Any:
+        """The runtime's store."""
+        return self.runtime.store
 
-        owned = tuple(n for n, v in (("store", store), ("bus", bus)) if v is None)
-        store = store if store is not None else open_store(settings)
-        bus = bus if bus is not None else open_bus(settings)
-        if manager is None:
-            manager = StreamManager(settings, services={"store": store, "bus": bus}, run=True)
-        return cls(settings, store, bus, manager, owned=owned, **options)
+    @property
+    def bus(self) -> Any:
+        """The runtime's live bus."""
+        return self.runtime.bus
+
+    @property
+    def manager(self) -> Any:
+        """The runtime's stream manager: REST start/stop/... run its pipelines on the runtime's thread."""
+        return self.runtime.manager
+
+    @classmethod
+    def create(cls, settings: Settings, runtime: Any = None, **options: Any) -> Services:
+        """The gateway's services over ``runtime`` (default: a runtime opened here, and closed with them).
+
+        Parameters
+        ----------
+        settings
+            The home (keys, audit log) and the gateway's settings.
+        runtime
+            The process's :class:`~nexus_kernel.runtime.Runtime`; nothing is opened when it is given.
+        options
+            Other fields (``external_auth=``, ``limiter=``, ...).
+
+        Example: ``Services.create(settings, runtime=rt)`` in ``nexus up``; ``Services.create(settings)``
+        for a gateway alone (``python -m nexus_kernel.gateway``).
+        """
+        if runtime is not None:
+            return cls(settings, runtime, **options)
+        from ..runtime import Runtime
+
+        opened = Runtime.open(settings)
+        try:
+            return cls(settings, opened, owns_runtime=True, **options)
+        except BaseException:
+            opened.close()
+            raise
 
     async def authenticate(self, handler: Any) -> Principal:
         if self.external_auth is not None:
@@ -107,10 +138,8 @@ class Services:
         await self.hub.close()
         await self.limiter.close()
         self.audit.close()
-        if "bus" in self.owned:
-            self.bus.close()
-        if "store" in self.owned:
-            self.store.close()
+        if self.owns_runtime:
+            await self.runtime.aclose()
 
 
 class RedactFilter(logging.Filter):
@@ -191,10 +220,15 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def start_gateway(settings: Settings, services: Services | None = None) -> Gateway:
-    """Serve the gateway on ``settings.host:settings.port`` (0 = any free port), HTTPS when configured."""
+async def start_gateway(settings: Settings, services: Services | None = None, *, runtime: Any = None) -> Gateway:
+    """Serve the gateway on ``settings.host:settings.port`` (0 = any free port), HTTPS when configured.
+
+    ``services`` (default: :meth:`Services.create` over ``runtime``, or over a runtime of its own).
+    """
     install_redaction()
-    services = services or Services.create(settings)
+    if services is not None and runtime is not None and services.runtime is not runtime:
+        raise ValueError("start_gateway: pass services or runtime, not two different runtimes")
+    services = services or Services.create(settings, runtime=runtime)
     app = make_app(services)
     tls = _tls(settings)
     server = tornado.httpserver.HTTPServer(app, ssl_options=tls, max_body_size=settings.max_body_bytes * 2,

@@ -1,12 +1,17 @@
 """Sources: where micro-batches come from. Built-ins register at import; others by entry point."""
 
 from ._base import BoundedBuffer, Source, sources
+from ._ingest import Ingest, IngestInlet, IngestRefused, IngestRound
 from ._iterable import Iterable
 from ._replay import Replay
 from ._simulator import InjectedAnomaly, Simulator
 
 __all__ = [
     "BoundedBuffer",
+    "Ingest",
+    "IngestInlet",
+    "IngestRefused",
+    "IngestRound",
     "InjectedAnomaly",
     "Iterable",
     "Replay",
