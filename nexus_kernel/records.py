@@ -465,12 +465,17 @@ class Validator:
 
     def _future(self, ts: np.ndarray, flag: Callable[..., None]) -> None:
         """Flag times further ahead of the stream's clock than ``max_future`` (NaT never is)."""
-        if self.schema.max_future is None:
+        bound = self.schema.max_future
+        if bound is None:
             return
-        now, horizon = future_horizon(self.schema.max_future, self.clock)
+        if not isinstance(bound, timedelta):  # Schema.__post_init__ converts seconds; a timedelta from here on
+            bound = future_bound(bound)
+            if bound is None:
+                return
+        now, horizon = future_horizon(bound, self.clock)
         ahead = ts.view("int64") > horizon
         if ahead.any():
-            flag(ahead, "future", future_detail(self.schema.max_future, now))
+            flag(ahead, "future", future_detail(bound, now))
 
     @staticmethod
     def _parse_times(column: pd.Series) -> pd.Series:
@@ -496,7 +501,7 @@ class Validator:
         """Series keys as a categorical of strings (cheap to group by downstream)."""
         n = len(raw)
         if SERIES not in raw.columns:
-            return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=["default"])
+            return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index(["default"], dtype=object))
         keys = _as_categorical(raw[SERIES])
         empty = keys.categories == ""
         missing = keys.codes < 0
@@ -565,7 +570,7 @@ class Validator:
             coerced = pd.to_numeric(column, errors="coerce")
             numbers = coerced.to_numpy(dtype="float64", na_value=np.nan)
             non_numeric = np.isnan(numbers) & column.notna().to_numpy()
-            if pd.api.types.is_bool_dtype(column.dtype) or column.map(type).eq(bool).any():
+            if pd.api.types.is_bool_dtype(column.dtype) or column.map(lambda v: type(v) is bool).any():
                 non_numeric |= column.map(lambda v: isinstance(v, bool)).to_numpy()
             # strings that pandas reads as NaN/inf are values, not garbage: judge them as not finite
             textual = column.astype("string").str.strip().str.lower()
@@ -603,7 +608,8 @@ class Validator:
     def _stream_column(self, raw: pd.DataFrame) -> pd.Categorical:
         if STREAM in raw.columns:
             return _as_categorical(raw[STREAM].astype(object).where(raw[STREAM].notna(), self.schema.stream))
-        return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8), categories=[self.schema.stream])
+        return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8),
+                                          categories=pd.Index([self.schema.stream], dtype=object))
 
     def _sequence(self, raw: pd.DataFrame, n: int) -> np.ndarray:
         fallback = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)

@@ -63,7 +63,9 @@ def _decode(response: httpx.Response, kind: str) -> Any:
         return frame_from_columns(orjson.loads(response.content))
     if kind == "text":
         return response.text
-    data = orjson.loads(response.content) if response.content else None
+    data: Any = orjson.loads(response.content) if response.content else None
+    if kind in ("streams", "keys") and not isinstance(data, dict):
+        raise NexusError(response.status_code, "bad_response", f"expected a JSON object listing {kind}")
     if kind == "streams":
         return pd.DataFrame(data["streams"])
     if kind == "keys":

@@ -26,6 +26,7 @@ once its rows are committed (see :mod:`nexus_kernel.engine.sources._ingest`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import time
 import traceback
@@ -116,7 +117,7 @@ class Pipeline:
         self._nodes: list[streamz.Stream] = []
         self._batch_size = self.settings.batch_size
         self._batch_interval = self.settings.batch_interval
-        self._task: asyncio.Task[None] | asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | concurrent.futures.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resume: asyncio.Event | None = None
         self._paused = False
@@ -312,7 +313,7 @@ class Pipeline:
         current = running_loop()
         if loop is not None and loop is not current:
             self._loop = loop
-            self._task = asyncio.run_coroutine_threadsafe(self._pump(), loop)  # type: ignore[assignment]
+            self._task = asyncio.run_coroutine_threadsafe(self._pump(), loop)
         elif current is not None:
             self._loop = current
             self._task = current.create_task(self._pump())
@@ -320,7 +321,7 @@ class Pipeline:
             from ._loop import engine_loop
 
             self._loop = engine_loop()
-            self._task = submit(self._pump())  # type: ignore[assignment]
+            self._task = submit(self._pump())
         return self
 
     def run(self, timeout: float | None = None) -> "Pipeline":
@@ -403,7 +404,7 @@ class Pipeline:
         elif task is not None and not isinstance(task, asyncio.Task):  # on another thread's loop
             task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wrap_future(task)  # type: ignore[arg-type]
+                await asyncio.wrap_future(task)
             deadline = time.monotonic() + 10.0
             while self.state in ("running", "paused") and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)

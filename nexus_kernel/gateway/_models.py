@@ -37,7 +37,7 @@ _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _DATE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))")
 _FIRST = datetime(1677, 9, 22, tzinfo=timezone.utc)  # within pandas' nanosecond range, on whole seconds
 _LAST = datetime(2262, 4, 11, tzinfo=timezone.utc)
-TIME_BOUND_SCHEMA = {"anyOf": [{"type": "string", "format": "date-time", "maxLength": 64},
+TIME_BOUND_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "string", "format": "date-time", "maxLength": 64},
                                {"type": "string", "format": "date", "maxLength": 64}],
                      "description": "RFC 3339: a date-time with its offset (2024-01-01T00:00:00Z) or a date "
                                     "(2024-01-01, midnight UTC)."}
@@ -57,8 +57,8 @@ def _time_bound(value: str | None) -> str | None:
 
 def _rfc3339(text: str) -> datetime:
     if _DATE.fullmatch(text):
-        day = date.fromisoformat(text)
-        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        whole_day = date.fromisoformat(text)
+        return datetime(whole_day.year, whole_day.month, whole_day.day, tzinfo=timezone.utc)
     match = _DATE_TIME.fullmatch(text)
     if match is None:
         raise ValueError(text)
@@ -193,6 +193,10 @@ class Frame(BaseModel):
     columns: dict[str, list[Any]] = Field(description="Column name → values; times are RFC 3339 UTC.")
 
 
+def _default_agg() -> list[Literal["mean", "min", "max", "count", "last", "sum"]]:
+    return ["mean"]
+
+
 class QueryParams(Strict):
     series: list[str] | None = Field(None, description="Comma-separated series keys.", max_length=1000)
     start: str | None = Field(None, max_length=64, json_schema_extra={
@@ -206,7 +210,7 @@ class QueryParams(Strict):
     _spans = field_validator("last", "every")(_span)
     _bounds = field_validator("start", "end")(_time_bound)
     agg: list[Literal["mean", "min", "max", "count", "last", "sum"]] = Field(
-        default_factory=lambda: ["mean"], description="Comma-separated aggregates (with every).")
+        default_factory=_default_agg, description="Comma-separated aggregates (with every).")
     field: str | None = Field(None, max_length=128)
     limit: int | None = Field(None, gt=0, le=1_000_000, description="Keep the newest rows only.")
     format: Literal["json", "csv", "arrow"] = "json"
