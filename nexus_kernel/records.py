@@ -497,11 +497,11 @@ class Validator:
         naive[retry] = np.array([_parse_one(v) for v in column[retry]], dtype="datetime64[ns]")
         return pd.Series(naive, index=column.index).dt.tz_localize("UTC")
 
-    def _series(self, raw: pd.DataFrame, flag: Callable[..., None]) -> pd.Categorical:
+    def _series(self, raw: pd.DataFrame, flag: Callable[..., None]) -> pd.Categorical[Any]:
         """Series keys as a categorical of strings (cheap to group by downstream)."""
         n = len(raw)
         if SERIES not in raw.columns:
-            return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index(["default"], dtype=object))
+            return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index(["default"]))
         keys = _as_categorical(raw[SERIES])
         empty = keys.categories == ""
         missing = keys.codes < 0
@@ -605,11 +605,11 @@ class Validator:
         out[bad] = None
         return out
 
-    def _stream_column(self, raw: pd.DataFrame) -> pd.Categorical:
+    def _stream_column(self, raw: pd.DataFrame) -> pd.Categorical[Any]:
         if STREAM in raw.columns:
             return _as_categorical(raw[STREAM].astype(object).where(raw[STREAM].notna(), self.schema.stream))
         return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8),
-                                          categories=pd.Index([self.schema.stream], dtype=object))
+                                          categories=pd.Index([self.schema.stream]))
 
     def _sequence(self, raw: pd.DataFrame, n: int) -> np.ndarray:
         fallback = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)

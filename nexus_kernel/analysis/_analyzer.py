@@ -47,9 +47,14 @@ class Analyzer:
     Parameters: ``detector`` (registry name), ``params`` for it, ``fields`` (default: every field column
     of the batch), ``only_anomalies`` (emit only flagged rows: what a store wants on a busy stream),
     ``forecast`` (also run the registered forecaster ``forecaster`` — default ``"ets"``, what ``"auto"``
-    stands for — per series, emitting ``horizon`` steps with a band of coverage ``level`` after every
-    batch; refits run in the calling thread, the pipeline's, so a run is reproducible).
-    Unknown detector or forecaster names raise ``LookupError`` naming the known ones.
+    stands for — per series, emitting ``horizon`` steps with a band of coverage ``level``; refits run in
+    the calling thread, the pipeline's, so a run is reproducible), ``forecast_every`` (emit a series'
+    forecast once per this many of its grid points — sampling steps of the series, see
+    :class:`~nexus_kernel.analysis.forecasting.ForecastStep`'s ``every`` — instead of after every batch:
+    every point is still learned, but a live stream's forecast rows and their cost shrink by that factor;
+    default 1, every batch that brings a point).
+    Unknown detector or forecaster names raise ``LookupError`` naming the known ones; a
+    ``forecast_every`` that is not a whole number >= 1 raises ``ValueError``.
 
     Example
     -------
@@ -63,9 +68,13 @@ class Analyzer:
 
     def __init__(self, detector: str = "ensemble", params: dict[str, Any] | None = None,
                  fields: Sequence[str] | None = None, only_anomalies: bool = False, forecast: bool = False,
-                 forecaster: str = AUTO_MODEL, horizon: int = 12, level: float = 0.9) -> None:
+                 forecaster: str = AUTO_MODEL, horizon: int = 12, level: float = 0.9,
+                 forecast_every: int = 1) -> None:
         detectors.get(detector)  # fail now, with the known names, on a typo
         forecaster_name(forecaster)  # likewise: a forecaster name never falls back to another member
+        if isinstance(forecast_every, bool) or not isinstance(forecast_every, (int, np.integer)) or forecast_every < 1:
+            raise ValueError(f"forecast_every must be a whole number of points >= 1, not {forecast_every!r}")
+        self.forecast_every = int(forecast_every)
         self.detector, self.params = detector, dict(params or {})
         self.fields, self.only_anomalies = fields, only_anomalies
         self._detectors: dict[tuple[str, str], Detector] = {}
@@ -73,13 +82,15 @@ class Analyzer:
         self._forecast_steps: dict[str, ForecastStep] = {}
 
     def _forecasts(self, batch: pd.DataFrame, streams: np.ndarray) -> pd.DataFrame:
-        """Learn every (stream, series, field) forecaster and emit the next ``horizon`` steps with a band."""
+        """Learn every (stream, series, field) forecaster; emit the next ``horizon`` steps with a band for
+        those due (``forecast_every``)."""
         parts = []
         for stream in pd.unique(streams):
             step = self._forecast_steps.get(str(stream))
             if step is None:
                 step = self._forecast_steps[str(stream)] = ForecastStep(
-                    self.forecaster, horizon=self.horizon, level=self.level, fields=self.fields, background=False)
+                    self.forecaster, horizon=self.horizon, level=self.level, fields=self.fields,
+                    every=self.forecast_every, background=False)
             rows = batch[streams == stream]
             parts.append(step(rows if "stream" in rows.columns else rows.assign(stream=str(stream))))
         return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]

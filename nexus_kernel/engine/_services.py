@@ -101,11 +101,16 @@ class Analyze(_ServiceStep):
     traffic. The batch itself passes on unchanged, and nothing is kept on the step: its readers (the
     terminal view, the monitor, later alerts) read the bus — ``topic(stream, "anomalies")`` and, with
     ``forecast=True``, ``topic(stream, "forecasts")`` — or the store, never the step.
+
+    With ``forecast=True``, ``forecast_every`` (points of a series between its forecasts) is what keeps
+    the cost down on a live stream: the default stream forecasts ``horizon=60`` steps once per 100
+    points of each series (10 s of data at its 0.1 s tick), not every batch.
     """
 
     kind = "analyze"
     examples = ({}, {"detector": "ewma", "only_anomalies": False},
-                {"detector": "cusum", "forecast": True, "horizon": 3})
+                {"detector": "cusum", "forecast": True, "horizon": 3},
+                {"forecast": True, "horizon": 60, "forecast_every": 100})
 
     def __init__(self, detector: str = "ensemble", only_anomalies: bool = True, forecast: bool = False,
                  **params: Any) -> None:
