@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 import tenacity
 
-__all__ = ["NexusError", "Call", "Endpoints", "frame_from_columns", "retry_policy"]
+__all__ = ["NexusError", "Call", "Endpoints", "frame_from_columns", "result_rows", "retry_policy"]
 
 
 class NexusError(RuntimeError):
@@ -229,6 +229,29 @@ class Endpoints:
     def models(self, stream: str | None = None, limit: int | None = 100) -> Any:
         return self._run(Call("GET", "/api/models", params=_params(stream=stream, limit=limit), decode="frame"))
 
+    # results a client made (a scheduled notebook's forecasts and models), appended to the owner's store
+    def append_forecasts(self, name: str, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> Any:
+        """Append forecasts of stream ``name`` (columns ``series, field, model, made_at, ts, yhat, lo, hi,
+        level``; a ``stream`` column is dropped); returns ``{rows, recorded}``. At most 10,000 rows per call;
+        keyed, so a resend records nothing twice."""
+        body = {"rows": result_rows(rows, ("made_at", "ts"))}
+        return self._run(Call("POST", f"/api/streams/{name}/forecasts", json=body))
+
+    def append_anomalies(self, name: str, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> Any:
+        """Append anomalies of stream ``name`` (columns ``series, field, ts, detector, score, is_anomaly,
+        reason``); returns ``{rows, recorded}``. At most 10,000 rows per call; keyed, as above."""
+        body = {"rows": result_rows(rows, ("ts",))}
+        return self._run(Call("POST", f"/api/streams/{name}/anomalies", json=body))
+
+    def record_model(self, record: Mapping[str, Any]) -> Any:
+        """Record one model version (a row of the ``models`` table, e.g. ``ModelRecord.frame()``'s); returns
+        ``{name, version, recorded, artifact}``. The artifact must be a file inside the home's model
+        directory (422 otherwise); keyed by ``name`` and ``version``, so a resend records nothing twice."""
+        row = result_rows([record], ("created_at", "train_start", "train_end"), drop=())[0]
+        row.setdefault("train_start", None)
+        row.setdefault("train_end", None)
+        return self._run(Call("POST", "/api/models", json=row))
+
     def detect(self, name: str, detector: str = "ensemble", last: str = "1h", series: Sequence[str] | None = None,
                field: str | None = None, save: bool = True) -> Any:
         body = _params(detector=detector, last=last, series=list(series) if series else None, field=field, save=save)
@@ -272,6 +295,31 @@ class Endpoints:
 
     def openapi(self) -> Any:
         return self._run(Call("GET", "/openapi.json"))
+
+
+def result_rows(rows: pd.DataFrame | Iterable[Mapping[str, Any]], times: Sequence[str],
+                drop: Sequence[str] = ("stream",)) -> list[dict[str, Any]]:
+    """Rows as the JSON objects the results endpoints take: ``times`` as RFC 3339 UTC text, missing values
+    (NaN, NA, NaT) as null, numpy scalars as plain numbers, the keys ``drop`` left out (a stream the path
+    already says)."""
+    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else [dict(r) for r in rows]
+    out = []
+    for record in records:
+        row: dict[str, Any] = {}
+        for name, value in record.items():
+            key = str(name)
+            if key in drop:
+                continue
+            if value is None or (not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value)):
+                row[key] = None
+            elif key in times:
+                row[key] = _time(value)
+            elif isinstance(value, np.generic):
+                row[key] = value.item()
+            else:
+                row[key] = value
+        out.append(row)
+    return out
 
 
 def _time(value: Any) -> str | None:

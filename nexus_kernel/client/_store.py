@@ -3,7 +3,8 @@
 While ``nexus up`` owns a home (see :mod:`nexus_kernel.runtime._discovery`), every other process of that
 home is its client: :func:`home_store` answers a :class:`RemoteStore`, the read side of the ``Store``
 protocol over the owner's gateway and the SDK (``query``, ``latest``, ``streams``, ``read``, and
-``append`` of job runs). Inside the owner it answers the runtime's own store (which the caller's
+``append`` of job runs, model versions, forecasts and anomalies — what a scheduled ``retrain`` notebook
+writes). Inside the owner it answers the runtime's own store (which the caller's
 ``close`` leaves open); with no owner, the store the settings name, opened here as before.
 
 Example
@@ -16,7 +17,11 @@ Caveats
 -------
 * A remote store reads what the gateway serves: the tables ``anomalies``, ``forecasts``,
   ``dead_letters``, ``models`` and ``job_runs``; ``alerts`` and ``anchors`` have no endpoint yet.
-  Writes, retention, backup and restore are the owner's: they raise :class:`RemoteStoreError` saying so.
+  Writing points, the other tables, retention, backup and restore are the owner's: they raise
+  :class:`RemoteStoreError` saying so.
+* A model version is accepted only when its artifact is a file inside the home's model directory
+  (``home/models``, where ``save_model`` writes by default): a record pointing elsewhere is a
+  :class:`ValueError` naming that rule, and its file stays where it was written.
 * One ``read`` fetches at most :data:`MAX_ROWS` rows per stream; asking for more (no ``limit``, or a
   filter the gateway cannot apply) raises :class:`RemoteStoreError` rather than answering a part.
 * The settings must name the store the owner serves; settings naming another store open that one here.
@@ -37,7 +42,7 @@ from ..storage import TABLES, StoreError, StoreLockedError, StoreUnavailable, op
 from ..storage._tables import conform, empty_frame
 from ._core import NexusError
 
-__all__ = ["home_store", "RemoteStore", "RemoteStoreError", "BorrowedStore", "MAX_ROWS"]
+__all__ = ["home_store", "RemoteStore", "RemoteStoreError", "BorrowedStore", "MAX_ROWS", "APPEND_CHUNK"]
 
 #: the most rows one remote ``read`` fetches per stream (the gateway's own bound on one answer)
 MAX_ROWS = 100_000
@@ -45,6 +50,10 @@ MAX_ROWS = 100_000
 _SERVER_FILTERS: dict[str, tuple[str, ...]] = {"anomalies": ("series",), "forecasts": ("series",),
                                                "dead_letters": (), "models": (), "job_runs": ("job",)}
 _MAX_LIMIT = {"models": 10_000, "job_runs": 10_000}
+#: the most result rows one append call sends (the gateway's bound on one request)
+APPEND_CHUNK = 10_000
+# what a client may append through the owner (the rest is written by the owner's pipelines)
+_APPENDS = ("job_runs", "models", "forecasts", "anomalies")
 
 
 class RemoteStoreError(StoreError):
@@ -108,7 +117,7 @@ class BorrowedStore:
 
 
 class RemoteStore:
-    """The read side of a home's store, through the gateway of the ``nexus up`` that owns it.
+    """A home's store through the gateway of the ``nexus up`` that owns it: reads, and the appends of results.
 
     Parameters
     ----------
@@ -239,15 +248,25 @@ class RemoteStore:
         return self._call(method, stream, start=start, end=end, limit=limit, **options)
 
     def append(self, table: str, frame: pd.DataFrame) -> int:
-        """Record rows of ``job_runs`` through the owner (idempotent on ``run_id``); other tables refuse."""
-        if table != "job_runs":
+        """Record rows through the owner, idempotent on the table's key; returns the rows newly stored.
+
+        ``job_runs`` (one call per run), ``models`` (one per version; its artifact must be a file of the
+        home's model directory, else :class:`ValueError` naming the rule), ``forecasts`` and ``anomalies``
+        (per stream, :data:`APPEND_CHUNK` rows a call). Other tables are the pipelines': refused.
+        """
+        if table not in _APPENDS:
             raise RemoteStoreError(f"nexus up (pid {self.live.pid}) owns this home's store: its '{table}' rows "
-                                   "are written by its pipelines, not by a client")
-        rows = conform(TABLES["job_runs"], frame)
+                                   f"are written by its pipelines, not by a client (a client may append "
+                                   f"{', '.join(_APPENDS)})")
+        rows = conform(TABLES[table], frame)
+        if table in ("job_runs", "models"):
+            method = "record_job_run" if table == "job_runs" else "record_model"
+            return sum(int(self._call(method, row)["recorded"]) for row in rows.to_dict("records"))
+        method = "append_forecasts" if table == "forecasts" else "append_anomalies"
         recorded = 0
-        for run in rows.to_dict("records"):
-            plain = {k: (None if v is pd.NA or v is pd.NaT else v) for k, v in run.items()}
-            recorded += int(self._call("record_job_run", plain)["recorded"])
+        for stream, part in rows.groupby("stream", sort=False):
+            for at in range(0, len(part), APPEND_CHUNK):
+                recorded += int(self._call(method, str(stream), part.iloc[at:at + APPEND_CHUNK])["recorded"])
         return recorded
 
     # -- what only the owner does ------------------------------------------------------------------

@@ -353,3 +353,102 @@ class JobRun(Body):
 class JobRunRecorded(BaseModel):
     run_id: str
     recorded: int = Field(description="1 when the run is new, 0 when it was recorded before (a resend).")
+
+
+# -- results written by a client of the runtime (a scheduled notebook's models and forecasts) ---------
+
+_TEXT_KEY = r"^[^\x00]{1,256}$"  # a series, field, detector or model name: some text, no NUL
+
+
+class ForecastRow(Body):
+    """One forecast of the ``forecasts`` table; its stream is the path's."""
+
+    series: str = Field(max_length=256, pattern=_TEXT_KEY)
+    field: str = Field(max_length=128, pattern=_TEXT_KEY)
+    model: str = Field(max_length=64, pattern=_TEXT_KEY, description="The forecaster that made it.")
+    made_at: str = Field(max_length=64, json_schema_extra={"format": "date-time"},
+                         description="When it was made: RFC 3339 date-time with offset; outside 1677–2262, clamped.")
+    ts: str = Field(max_length=64, json_schema_extra={"format": "date-time"},
+                    description="The time forecast: RFC 3339 date-time with offset; outside 1677–2262, clamped.")
+    yhat: float | None = Field(None, allow_inf_nan=False)
+    lo: float | None = Field(None, allow_inf_nan=False)
+    hi: float | None = Field(None, allow_inf_nan=False)
+    level: float | None = Field(None, gt=0, lt=1, description="The band's coverage, e.g. 0.9.")
+
+    _instants = field_validator("made_at", "ts")(_instant)
+
+
+class ForecastRows(Body):
+    rows: list[ForecastRow] = Field(max_length=10_000, description="At most 10,000 rows per request.")
+
+
+class AnomalyRow(Body):
+    """One finding of the ``anomalies`` table; its stream is the path's."""
+
+    series: str = Field(max_length=256, pattern=_TEXT_KEY)
+    field: str = Field(max_length=128, pattern=_TEXT_KEY)
+    ts: str = Field(max_length=64, json_schema_extra={"format": "date-time"},
+                    description="RFC 3339 date-time with offset; outside 1677–2262, clamped.")
+    detector: str = Field(max_length=64, pattern=_TEXT_KEY)
+    score: float | None = Field(None, allow_inf_nan=False)
+    is_anomaly: bool = True
+    reason: str = Field("", max_length=4096, pattern=_NO_NUL)
+
+    _instants = field_validator("ts")(_instant)
+
+
+class AnomalyRows(Body):
+    rows: list[AnomalyRow] = Field(max_length=10_000, description="At most 10,000 rows per request.")
+
+
+class RowsRecorded(BaseModel):
+    rows: int = Field(description="Rows received.")
+    recorded: int = Field(description="Rows newly stored (a row whose key is stored already changes nothing).")
+
+
+def _json_object(value: str) -> str:
+    import json
+
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        raise ValueError("not JSON text") from None
+    if not isinstance(decoded, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+class ModelRecordIn(Body):
+    """One version of a trained model, as :func:`nexus_kernel.analysis.save_model` records it (the
+    ``models`` table). Its ``artifact`` must already be a regular file inside the home's model directory."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", description="e.g. 'sensors:forecast'.")
+    version: int = Field(ge=1, le=2**31 - 1)
+    stream: str = Field(pattern=NAME)
+    kind: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="The forecaster family.")
+    created_at: str = Field(max_length=64, json_schema_extra={"format": "date-time"},
+                            description="RFC 3339 date-time with offset; outside 1677–2262, clamped.")
+    train_start: str | None = Field(None, max_length=64, json_schema_extra={"format": "date-time"})
+    train_end: str | None = Field(None, max_length=64, json_schema_extra={"format": "date-time"})
+    metrics: str = Field("{}", max_length=65_536, pattern=_NO_NUL, description="A JSON object, as text.")
+    features: str = Field("{}", max_length=65_536, pattern=_NO_NUL, description="A JSON object, as text.")
+    params: str = Field("{}", max_length=65_536, pattern=_NO_NUL, description="A JSON object, as text.")
+    artifact: str = Field(min_length=1, max_length=4096, pattern=_NO_NUL,
+                          description="Absolute path of the joblib file: it must resolve (symlinks resolved) to a "
+                                      "regular file inside the home's model directory (home/models), else 422.")
+
+    _instants = field_validator("created_at")(_instant)
+
+    @field_validator("train_start", "train_end")
+    @classmethod
+    def _optional_instant(cls, value: str | None) -> str | None:
+        return None if value is None else _instant(value)
+
+    _objects = field_validator("metrics", "features", "params")(_json_object)
+
+
+class ModelRecorded(BaseModel):
+    name: str
+    version: int
+    recorded: int = Field(description="1 when the version is new, 0 when that name and version were recorded before.")
+    artifact: str = Field(description="The artifact path recorded (symlinks resolved).")

@@ -146,7 +146,8 @@ def shared_gw(tmp_path_factory):
 
 # A stream spec's kind and params are judged by the engine against its registries, the data directories
 # and the secrets — server state no document can carry — so a schema-valid spec may still be a 422 there.
-_SPEC_OPERATIONS = {("POST", "/api/streams"), ("PATCH", "/api/streams/{name}")}
+# Likewise a model record's artifact must be a file inside the home's model directory (it is unpickled later).
+_SPEC_OPERATIONS = {("POST", "/api/streams"), ("PATCH", "/api/streams/{name}"), ("POST", "/api/models")}
 
 
 @_schema.parametrize()
