@@ -13,6 +13,10 @@ Also reported: our gradient-boosting forecaster on the same origins (``mean_mase
 Targets (issue 4): beat seasonal naive on every such series, mean MASE within 5% of AutoETS, ≥ 10× its speed.
 
 Reads ``../shared/data/nab`` (never copied into the repository); skips cleanly when absent.
+
+One more row, ``stream_forecast_ms_per_batch``, needs no data: what forecasting adds to a live batch of the
+default stream (its analyze params, read from ``default_stream.json``; its shape: 20 simulated series, 2
+points each per batch). Target (issue 11): ≤ 5 ms per batch on average over the forecast-off Analyzer.
 """
 
 from __future__ import annotations
@@ -63,7 +67,51 @@ def _seasonal_files(root: Path, folds: int) -> tuple[list[tuple[str, pd.DataFram
     return chosen, excluded
 
 
+def _stream_row(quick: bool) -> dict:
+    """The default stream's Analyzer with and without its forecast, on the same simulated batches.
+
+    Long enough to include the refits (every 1000 points of a series) and the forecasts (every
+    ``forecast_every`` points), which come in bursts: the mean is what the target bounds, p99 says how
+    uneven the bursts make it.
+    """
+    import json
+    from importlib import resources
+
+    from nexus_kernel.analysis import Analyzer
+    from nexus_kernel.engine.sources import Simulator
+    from nexus_kernel.records import Schema, Validator
+
+    spec = json.loads(resources.files("nexus_kernel.runtime").joinpath("default_stream.json").read_text())
+    params = next(s["params"] for s in spec["steps"] if s["kind"] == "analyze")
+    n = 600 if quick else 3000
+    sim = Simulator(series=20, freq="0.1s", rate=None, seed=7, anomaly_rate=6.0, stream="sensors")
+    validate = Validator(Schema("sensors"))
+    batches = [validate(sim.generate(2)).good for _ in range(n)]
+
+    with_forecast, without = Analyzer(**params), Analyzer(**{**params, "forecast": False})
+    times: dict[bool, list[float]] = {True: [], False: []}
+    rows = 0
+    for batch in batches:  # interleaved, so a busy moment of the machine weighs on both alike
+        for forecasting, analyzer in ((False, without), (True, with_forecast)):
+            started = time.perf_counter()
+            out = analyzer.update(batch)
+            times[forecasting].append(time.perf_counter() - started)
+            rows += len(out.get("forecasts", ()))
+    on, off = np.array(times[True]) * 1e3, np.array(times[False]) * 1e3
+    added = float(on.mean() - off.mean())
+    return _row("stream_forecast_ms_per_batch", "ms", round(float(on.mean()), 3), "same Analyzer, forecast off",
+                round(float(off.mean()), 3), round(float(on.mean() / off.mean()), 4),
+                {"added_ms": round(added, 3), "p99_ms": round(float(np.percentile(on, 99)), 3),
+                 "p99_ms_forecast_off": round(float(np.percentile(off, 99)), 3),
+                 "forecast_rows_per_batch": round(rows / n, 2), "batches": n, "series": 20,
+                 "points_per_series_per_batch": 2, "analyze_params": params, "target": "added_ms <= 5"})
+
+
 def run(quick: bool = False) -> list[dict]:
+    return [_stream_row(quick), *_nab_rows(quick)]
+
+
+def _nab_rows(quick: bool) -> list[dict]:
     if not (NAB_ROOT / "data").is_dir():
         return [_row("forecast", "skipped", None, None, None, None, {"reason": f"{NAB_ROOT} not found"})]
     try:

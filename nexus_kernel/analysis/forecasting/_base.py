@@ -84,6 +84,9 @@ def empty_forecast() -> pd.DataFrame:
     )
 
 
+_NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+
+
 def _as_ns(ts: Any) -> np.ndarray:
     if isinstance(ts, np.ndarray) and ts.dtype.kind == "M":
         # a caller that split one batch into many series converts its times once and hands each series a
@@ -189,7 +192,7 @@ class BaseForecaster:
         v = np.asarray(y, dtype="float64").reshape(-1)
         if len(t) != len(v):
             raise ValueError(f"ts and y differ in length ({len(t)} != {len(v)})")
-        ok = np.isfinite(v) & (t != np.iinfo(np.int64).min)
+        ok = np.isfinite(v) & (t != _NAT)
         t, v = t[ok], v[ok]
         if self._step is None or self._anchor is None:
             t = np.r_[self._pending_ts, t]
@@ -259,7 +262,7 @@ class BaseForecaster:
             grid = _interpolate(grid, self._hist[-1] if len(self._hist) else np.nan)
         else:
             grid = self._advance(grid, first)
-        self._hist = np.r_[self._hist, grid][-self.max_history:]
+        self._hist = np.concatenate((self._hist, grid))[-self.max_history:]
         self._last_slot = first + len(grid) - 1
         self._since_fit += len(grid)
         if self._state is None and len(self._hist) >= self.min_fit_points and self._future is None:
@@ -286,7 +289,7 @@ class BaseForecaster:
                 errors.append(err)
             pos = end
         if errors:
-            self._resid = np.r_[self._resid, *errors][-self.calibration:]
+            self._resid = np.concatenate((self._resid, *errors))[-self.calibration:]
         return grid
 
     def _refit(self) -> None:

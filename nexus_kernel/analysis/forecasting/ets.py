@@ -303,7 +303,7 @@ class HoltWinters(BaseForecaster):
         e = lfilter(state.ar, state.ma, y, zi=zi)[0]
         keep = state.order
         state = _State(state.alpha, state.beta, state.gamma, state.phi, state.trend, state.m, state.ar,
-                       state.ma, np.r_[state.y_tail, y][-keep:], np.r_[state.e_tail, e][-keep:])
+                       state.ma, np.concatenate((state.y_tail, y))[-keep:], np.concatenate((state.e_tail, e))[-keep:])
         return state, e
 
     def _predict(self, state: _State, horizon: int, start_slot: int) -> tuple[np.ndarray, np.ndarray]:

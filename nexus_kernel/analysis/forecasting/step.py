@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nexus_kernel.analysis.forecasting._base import BaseForecaster, _as_ns
-from nexus_kernel.analysis.forecasting.frames import forecast_rows, forecasts_frame, horizon_steps, points_frame
+from nexus_kernel.analysis.forecasting._base import BaseForecaster
+from nexus_kernel.analysis.forecasting.frames import (forecast_rows, forecasts_frame, horizon_steps, points_frame,
+                                                      stack_forecasts)
 from nexus_kernel.analysis.forecasting.registry import ModelLike, forecaster_name, make_forecaster
 from nexus_kernel.records import SERIES, STREAM, TIME
 
@@ -102,7 +103,8 @@ def _split_series(batch: pd.DataFrame, fields: Sequence[str]
     order = order[codes[order] >= 0]  # factorize codes a missing series -1, as groupby drops it
     cuts = np.flatnonzero(np.diff(codes[order])) + 1
     starts = np.r_[0, cuts] if len(order) else np.empty(0, dtype=np.int64)
-    ts = _as_ns(batch[TIME])[order].view("datetime64[ns]")
+    # as BaseForecaster.learn reads a time column (UTC, NaT kept: learn drops it), once for the batch
+    ts = pd.DatetimeIndex(pd.to_datetime(batch[TIME], utc=True)).as_unit("ns").asi8[order].view("datetime64[ns]")
     values = [batch[f].to_numpy(dtype="float64", na_value=np.nan)[order] for f in fields]
     streams = batch[STREAM].to_numpy()[order][starts] if STREAM in batch.columns else None
     group_keys = keys[codes[order][starts]]
@@ -176,11 +178,12 @@ class ForecastStep:
                 if f is None:
                     f = self.forecasters[ident] = make_forecaster(self.model, **self.options)
                 f.learn(ts, y)
-                if f.step is None or f.n_points - self._emitted.get(ident, 0) < self.every:
+                # n_points first: it is an int, while ``step`` builds a Timedelta, on every learn
+                if f.n_points - self._emitted.get(ident, 0) < self.every or f.step is None:
                     continue
                 self._emitted[ident] = f.n_points
                 parts.append(self._rows(ident, stream, f, f.step))
-        return forecasts_frame(parts)
+        return stack_forecasts(parts)
 
     def latest(self, series: str | Sequence[str] | None = None, fields: Sequence[str] | None = None
                ) -> pd.DataFrame:
@@ -191,11 +194,13 @@ class ForecastStep:
                  for (key, field), f in sorted(self.forecasters.items())
                  if (wanted is None or key in wanted) and (fields is None or field in fields)
                  and f.step is not None]
-        return forecasts_frame([p for p in parts if len(p)])
+        return stack_forecasts(parts)
 
-    def _rows(self, ident: tuple[str, str], stream: str, f: BaseForecaster, step: pd.Timedelta) -> pd.DataFrame:
+    def _rows(self, ident: tuple[str, str], stream: str, f: BaseForecaster, step: pd.Timedelta
+              ) -> tuple[pd.DataFrame, str, str, str, str, pd.Timedelta, float]:
+        """One forecast and its labels, for :func:`.frames.stack_forecasts`."""
         out = f.forecast(horizon_steps(self.horizon, step), self.level)
-        return forecast_rows(out, stream, ident[0], ident[1], self.model_name, f, self.level)
+        return out, stream, ident[0], ident[1], self.model_name, step, self.level
 
     def wait(self) -> None:
         """Finish every pending background refit."""
