@@ -40,12 +40,12 @@ I_NL, I_NR, I_NC, I_POOL, I_NAL, I_NAR, I_NXL, I_NXR, I_NG, I_PRED, I_QUIET, I_S
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fact_value(f):
     return 65536 + f if f < KS else 2147483648 + (f - KS)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def py2_hash_facts(facts, n):
     """CPython 2's ``hash(tuple)`` of the fact values (ints hash to themselves there)."""
     x = np.uint64(0x345678)
@@ -58,7 +58,7 @@ def py2_hash_facts(facts, n):
     return -2 if h == -1 else h
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def py2_hash_mask(mask, buf):
     n = 0
     for f in range(KS):
@@ -68,12 +68,12 @@ def py2_hash_mask(mask, buf):
     return py2_hash_facts(buf, n)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _slot(key, size):
     return np.int64((np.uint64(key) * _GOLD) >> np.uint64(64 - size))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def table_find(table, bits, keys, key):
     """Index stored under ``key`` (``keys[id] == key``) or -1; ``table`` holds id + 1, 0 = empty."""
     m = (1 << bits) - 1
@@ -85,7 +85,7 @@ def table_find(table, bits, keys, key):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def table_put(table, bits, key, ident):
     m = (1 << bits) - 1
     s = _slot(key, bits)
@@ -94,14 +94,14 @@ def table_put(table, bits, key, ident):
     table[s] = ident + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rebuild(table, bits, keys, n):
     table[:] = 0
     for i in range(n):
         table_put(table, bits, keys[i], i)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _left(ic, lsc, pool, adjl, headl, hl, hbits, lkeys, start, n, h):
     """Id of the left semi-context with hash ``h`` whose facts sit at ``pool[start:start+n]``; creates it."""
     found = table_find(hl, hbits, lkeys, h)
@@ -122,7 +122,7 @@ def _left(ic, lsc, pool, adjl, headl, hl, hbits, lkeys, start, n, h):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _right(ic, rsc, adjr, headr, hr, hbits, rkeys, mask, buf):
     h = py2_hash_mask(mask, buf)
     found = table_find(hr, hbits, rkeys, h)
@@ -144,7 +144,7 @@ def _right(ic, rsc, adjr, headr, hr, hbits, rkeys, mask, buf):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _context(ic, ctx, lsc, hc, hbits, ckeys, left, right, zero):
     """(id, created) of the context (left, right)."""
     key = left * 4294967296 + right
@@ -166,7 +166,7 @@ def _context(ic, ctx, lsc, hc, hbits, ckeys, left, right, zero):
     return c, True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _better(ctx, lsc, rsc, a, b):
     """Context ``a`` ranks above ``b``: more activations, then larger left hash, then right hash."""
     if ctx[a, C_ACT] != ctx[b, C_ACT]:
@@ -177,7 +177,7 @@ def _better(ctx, lsc, rsc, a, b):
     return rsc[ctx[a, C_R], R_HASH] > rsc[ctx[b, C_R], R_HASH]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode(v, lo, hi, nbits, clip):
     """Sensor facts of ``v`` as a mask: the bits of ``int((v - lo) / step)``, at least ``nbits`` of them.
 
@@ -217,7 +217,7 @@ def encode(v, lo, hi, nbits, clip):
     return mask
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run(x, raw, ret, ic, lsc, rsc, ctx, pool, adjl, adjr, headl, headr, hl, hr, hc, hbits, lkeys, rkeys, ckeys,
         crossl, crossr, group, act, potl, potm, poth, stamp, tmp, lo, hi, nbits, max_left, max_active, rest,
         base, max_contexts, clip):

@@ -14,7 +14,7 @@ __all__ = ["sorted_insert", "sorted_remove", "median_mad", "EPS"]
 EPS = 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lower_bound(srt, c, v):
     """First index of srt[:c] (sorted) whose value is not below v."""
     lo, hi = 0, c
@@ -27,7 +27,7 @@ def _lower_bound(srt, c, v):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sorted_insert(srt, c, v):
     lo = _lower_bound(srt, c, v)
     for j in range(c, lo, -1):
@@ -35,14 +35,14 @@ def sorted_insert(srt, c, v):
     srt[lo] = v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sorted_remove(srt, c, v):
     lo = _lower_bound(srt, c, v)
     for j in range(lo, c - 1):
         srt[j] = srt[j + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def median_mad(srt, c):
     """(median, MAD) of the first ``c`` sorted values, lower medians, O(c/2)."""
     m = (c - 1) >> 1

@@ -33,7 +33,7 @@ from numba import njit
 from ._base import Detector, Result, detectors
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bocpd(x, prob, mu, kappa, alpha, beta, meta, hazard, short, elg):
     # prob/mu/kappa/alpha/beta: arrays over run length; meta: active runs, loc, scale
     n = x.shape[0]

@@ -30,7 +30,7 @@ from ._base import Detector, Result, detectors, z_to_score
 from ._kernels import EPS
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cusum(x, meta, alpha, drift, h, warmup):
     # meta: count, mean, var, S+, S-
     n = x.shape[0]

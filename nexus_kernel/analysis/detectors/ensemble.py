@@ -60,7 +60,7 @@ from numba import njit
 from ._base import Detector, Result, detectors
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _likelihood(a, meta, along, short, warm):
     # meta: count, long mean, long var, short mean
     n = a.shape[0]
@@ -82,7 +82,7 @@ def _likelihood(a, meta, along, short, warm):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _numenta(a, x, meta, raw, avgs, vals, short, window, learning, probation, every, z_yellow):
     """Numenta's anomaly likelihood (nupic ``anomaly_likelihood.py``) as a z, member by member.
 
@@ -157,7 +157,7 @@ def _numenta(a, x, meta, raw, avgs, vals, short, window, learning, probation, ev
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _refractory(z, meta, level, span, reopen):
     # meta: points since the last alarm
     out = z.copy()

@@ -28,7 +28,7 @@ from ._base import Detector, Result, detectors
 from ._kernels import EPS
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ewma(x, meta, alpha, warmup, clip):
     # meta: count, mean, var
     n = x.shape[0]

@@ -43,7 +43,7 @@ from ._kernels import EPS
 from ..seasonality import find_period
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def residual_kernel(x, season, meta, alpha, beta, gamma, clip, score):
     # meta: count, level, trend, scale(EW mean |e|), phase
     n = x.shape[0]

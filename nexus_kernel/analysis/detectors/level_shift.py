@@ -28,7 +28,7 @@ from ._base import Detector, Result, detectors
 from ._kernels import EPS
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def shift_kernel(x, meta, fast, slow, warmup, horizon, want_trend):
     # meta: count, fast mean, slow mean, slow mean |dev|, slope
     n = x.shape[0]

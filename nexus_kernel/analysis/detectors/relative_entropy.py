@@ -43,7 +43,7 @@ from numba import njit
 from ._base import Detector, Result, detectors
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _relent(x, short, long, ring, meta, window, warmup, decay):
     # meta: count, lo, hi, points binned; short: counts of the ring; long: EW probabilities
     n = x.shape[0]

@@ -30,7 +30,7 @@ from ._base import Detector, Result, detectors
 from ._kernels import EPS, median_mad, sorted_insert, sorted_remove
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _robust_z(x, ring, srt, meta, warmup):
     n = x.shape[0]
     w = ring.shape[0]

@@ -41,12 +41,12 @@ from ._base import Detector, Result, detectors
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _slot(key, bits):
     return int((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sequence(x, hist, ctx, nxt, meta, bins, order, warmup, bits):
     # meta: count, lo, hi; hist: the last ``order`` levels (most recent last)
     n = x.shape[0]
