@@ -237,3 +237,30 @@ def test_a_run_is_parked_only_when_the_store_cannot_be_reached_at_all(tmp_path) 
     with open_store(idle.settings()) as store:
         assert flush_pending(store, idle.settings()) == 1
         assert store.read("job_runs")["job"].tolist() == ["noop"]
+
+
+def test_a_voila_page_of_the_home_reads_the_live_runtime_without_a_token(live: Home) -> None:
+    """``open_source`` (what the monitor notebook calls under Voila) finds ``nexus up`` from the home: the
+    page is a remote source over its gateway, shows its streams and the job runs the CLI recorded."""
+    code = """
+import json
+from dashboards import open_source
+from nexus_kernel.config import load_settings
+source = open_source(load_settings())
+streams = source.streams()
+out = {"mode": source.mode, "streams": sorted(streams["name"]), "states": sorted(set(streams["state"])),
+       "series": source.series("sensors"), "runs": len(source.job_runs(limit=50))}
+print(json.dumps(out))
+"""
+    ran = live.nexus("schedule", "add", "voila_probe", "--cron", "0 6 * * *", "--notebook",
+                     str(NOTEBOOKS / "daily_report.ipynb"), "-p", "stream=sensors", "--replace")
+    assert ran.returncode == 0, ran.stderr
+    ran = live.nexus("schedule", "run", "voila_probe", timeout=300)
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    done = live.python(code)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["mode"] == "remote"  # not the private embedded fallback
+    assert out["streams"] == ["sensors"] and out["states"] == ["running"]
+    assert out["series"] == ["s0000", "s0001"]
+    assert out["runs"] >= 1
