@@ -447,7 +447,6 @@ class Pipeline:
             async for joined in rebatch(buffer, self._batch_size, self._batch_interval):
                 if not self._resume.is_set():
                     await self._resume.wait()
-                await self.inlet.quiet()  # ingested rows' steps after the store step may run in a worker
                 for start in range(0, len(joined), self._batch_size):
                     self._push(joined.iloc[start : start + self._batch_size] if len(joined) > self._batch_size
                                else joined)

@@ -300,10 +300,6 @@ class IngestInlet:
         self._closed: IngestRefused | None = None
         self._draining = False
         self._outboxes: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # per caller loop, this turn's
-        # the steps after the store step run in a worker thread of their own, one tail at a time, so the
-        # loop goes on committing rounds meanwhile (analysis is most of a tail; see _start_tail)
-        self._tail_worker: concurrent.futures.ThreadPoolExecutor | None = None
-        self._tail_running: concurrent.futures.Future[None] | None = None
 
     # -- the caller's side ---------------------------------------------------------------------
 
@@ -383,9 +379,6 @@ class IngestInlet:
         """The pipeline ended: refuse what is queued and what comes (called by the pipeline on its loop);
         stored rows still waiting for the steps after the store step go through them first."""
         self._flush_tail()
-        if self._tail_worker is not None:
-            self._tail_worker.shutdown(wait=True)
-            self._tail_worker = None
         self._open = False
         self._closed = IngestRefused(f"stream '{self.pipeline.name}' is {state}: start it to ingest", state)
         queued, self._queue = self._queue, []
@@ -422,9 +415,7 @@ class IngestInlet:
                         await asyncio.wait_for(self._arrived.wait(), self.tail_idle)
                     self._arrived = None
                     if not self._queue or time.monotonic() - self._tail_since >= self.tail_delay:
-                        await self._start_tail()
-                        if not self._queue and self._tail and self._tail_running is not None:
-                            await asyncio.wrap_future(self._tail_running)  # quiet: finish the backlog
+                        self._flush_tail()
                     continue
                 resume = pipe._resume
                 if resume is not None and not resume.is_set():
@@ -436,7 +427,7 @@ class IngestInlet:
                 await asyncio.sleep(0)  # let the source, and requests arriving meanwhile, in
                 if self._tail_count >= self.tail_rows or \
                         (self._tail and time.monotonic() - self._tail_since >= self.tail_delay):
-                    await self._start_tail()
+                    self._flush_tail()
         finally:
             self._draining = False
             if self._queue and self._open:
@@ -494,57 +485,10 @@ class IngestInlet:
         self._tail_node = node
         self._tail_count += len(batch)
 
-    def _take_tail(self) -> tuple[int, pd.DataFrame] | None:
+    def _flush_tail(self) -> None:
         if not self._tail or self._tail_node is None:
-            return None
+            return
         parts, node = self._tail, self._tail_node
         self._tail, self._tail_node, self._tail_count = [], None, 0
-        return node, parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-
-    def _wait_tail(self) -> None:
-        running, self._tail_running = self._tail_running, None
-        if running is not None:
-            running.result()  # _emit_tail never raises: the graph's guards keep a step's error
-
-    def _flush_tail(self) -> None:
-        """Run the waiting tail now, on this thread, after the one in the worker (if any) has finished."""
-        self._wait_tail()
-        taken = self._take_tail()
-        if taken is not None:
-            self._emit_tail(*taken)
-
-    def _emit_tail(self, node: int, joined: pd.DataFrame) -> None:
-        try:
-            self.pipeline._emit_after(node, joined)
-        except Exception as exc:  # noqa: BLE001 - the rows are stored; a tail's failure is the stream's error
-            self.pipeline._step_failed("ingest", exc, joined)
-
-    async def _start_tail(self) -> None:
-        """Hand the waiting tail to the worker thread once the previous one has finished.
-
-        The loop does not wait for it: while analysis of one tail runs, the next rounds are validated,
-        stored and answered (both threads mostly run code that releases the GIL: numba kernels, DuckDB,
-        pyarrow). Only the steps after the store step run there, one tail at a time, and a push of the
-        pipeline's own source waits for the running tail (:meth:`quiet`), so no step is ever called from
-        two threads at once. When tails fall behind by ``4 × tail_rows`` rows, the loop waits (no
-        unbounded backlog).
-        """
-        running = self._tail_running
-        if running is not None and not running.done():
-            if self._tail_count < 4 * self.tail_rows:
-                return  # more rows join the next tail meanwhile
-            await asyncio.wrap_future(running)
-        self._tail_running = None
-        taken = self._take_tail()
-        if taken is None:
-            return
-        if self._tail_worker is None:
-            self._tail_worker = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"nexus-tail-{self.pipeline.name}")
-        self._tail_running = self._tail_worker.submit(self._emit_tail, *taken)
-
-    async def quiet(self) -> None:
-        """Wait until no tail runs in the worker (before the pipeline pushes its source's batch)."""
-        running = self._tail_running
-        if running is not None and not running.done():
-            await asyncio.wrap_future(running)
+        joined = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        self.pipeline._emit_after(node, joined)
