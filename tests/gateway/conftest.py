@@ -30,16 +30,19 @@ class Running:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 
-def serve(tmp_path, **overrides: Any) -> Iterator[Running]:
+def serve(tmp_path, runtime: Any = None, **overrides: Any) -> Iterator[Running]:
+    """A gateway on a loop of its own; ``runtime(settings)`` builds the Runtime to hand it (default: the
+    gateway opens one itself)."""
     options = {"home": tmp_path / "home", "store": "memory", "port": 0, "jwt_secret": "s3cr3t-" + uuid.uuid4().hex}
     options.update(overrides)
     settings = load_settings(**options)
+    given = runtime(settings) if runtime is not None else None
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
     async def start() -> Any:
-        return await start_gateway(settings, Services.create(settings))
+        return await start_gateway(settings, Services.create(settings, runtime=given))
 
     gateway = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
     try:
@@ -49,6 +52,8 @@ def serve(tmp_path, **overrides: Any) -> Iterator[Running]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+        if given is not None:
+            given.close()
 
 
 @pytest.fixture

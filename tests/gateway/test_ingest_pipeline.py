@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,36 +20,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexus_kernel.config import load_settings
-from nexus_kernel.gateway import Services, mint_token, start_gateway
+from nexus_kernel.gateway import mint_token
 from nexus_kernel.runtime import Runtime, topic
 
-from .conftest import Running
+from .conftest import Running, serve
+
+
+def _started(settings: Any) -> Runtime:
+    runtime = Runtime.open(settings)
+    assert runtime.start() == ["sensors"]
+    return runtime
 
 
 @pytest.fixture
 def live(tmp_path) -> Iterator[Running]:
     """``nexus up`` in miniature: a started runtime (the default simulator stream) and a gateway over it."""
-    settings = load_settings(home=tmp_path / "home", store="memory", port=0, jwt_secret=uuid.uuid4().hex,
-                             sim_series=4, sim_rate=40)
-    runtime = Runtime.open(settings)
-    assert runtime.start() == ["sensors"]
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def start() -> Any:
-        return await start_gateway(settings, Services.create(settings, runtime=runtime))
-
-    gateway = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
-    try:
-        yield Running(gateway.url, settings, gateway.services, loop, gateway)
-    finally:
-        asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-        runtime.close()
+    yield from serve(tmp_path, runtime=_started, jwt_secret=uuid.uuid4().hex, sim_series=4, sim_rate=40)
 
 
 def _post(gw: Running, stream: str, records: list[dict], timeout: float = 60) -> httpx.Response:
