@@ -339,7 +339,8 @@ class DetectHandler(ApiHandler):
             rows = pd.DataFrame({
                 "stream": pd.array([name] * len(flagged), dtype="string"),
                 "series": flagged["series"].astype("string").to_numpy(),
-                "field": pd.array([field or "value"] * len(flagged), dtype="string"),
+                "field": (flagged["field"].astype("string").to_numpy() if "field" in flagged.columns
+                          else pd.array([field or "value"] * len(flagged), dtype="string")),
                 "ts": flagged["ts"].to_numpy(), "detector": pd.array([body.detector] * len(flagged), dtype="string"),
                 "score": flagged["score"].astype("float64").to_numpy(),
                 "is_anomaly": flagged["is_anomaly"].astype(bool).to_numpy(),
@@ -347,7 +348,7 @@ class DetectHandler(ApiHandler):
             })
             rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
             saved = await self.blocking(store.append, "anomalies", rows)
-        keep = [c for c in ("series", "ts", "value", "score", "is_anomaly", "reason") if c in found.columns]
+        keep = [c for c in ("series", "field", "ts", "value", "score", "is_anomaly", "reason") if c in found.columns]
         self.send({"rows": len(found), "anomalies": len(flagged), "saved": int(saved),
                    "columns": columns(flagged[keep])})
 

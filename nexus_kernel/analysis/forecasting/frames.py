@@ -37,31 +37,52 @@ def points_frame(
     fields: Sequence[str] | None = None,
     missing: Literal["raise", "skip"] = "raise",
 ) -> tuple[pd.DataFrame, list[str]]:
-    """``df`` with its time column named ``ts``, and the value fields to forecast.
+    """``df`` with its time column named ``ts``, and the value fields to read: the one input shape.
+
+    ``forecast()``, ``detect()``, the backtests and the model pipeline all read their input here, so a
+    Series, a one-column and a many-column frame are taken alike by each of them.
 
     Parameters
     ----------
     df
-        A frame with a ``time`` column (or a DatetimeIndex), or a Series with a DatetimeIndex (its name,
-        else ``"value"``, is the field).
+        A frame with a ``time`` column (a NAB-style ``timestamp`` column is taken when ``time`` is
+        absent) or a DatetimeIndex, with or without a ``series`` column; or a Series with a DatetimeIndex
+        (its name, else ``"value"``, is the field).
     fields
-        Value columns; default every numeric field column (:func:`nexus_kernel.records.field_columns`).
+        Value columns; default every numeric field column (:func:`nexus_kernel.records.field_columns`:
+        not ``stream``, ``series``, ``ts``, ``seq`` or ``attrs``).
     missing
         A listed field absent from ``df``: ``"raise"`` (a notebook call: say so) or ``"skip"`` (a stream's
         batch need not carry every field; the list may come back empty).
 
-    Raises ``ValueError`` without a time, or (``missing="raise"``) with no field to forecast.
+    Raises ``ValueError`` saying what is expected: without a time, or (``missing="raise"``) with no
+    numeric field.
+
+    >>> import pandas as pd
+    >>> ix = pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC")
+    >>> frame, fields = points_frame(pd.DataFrame({"load": [1.0, 2, 3], "temp": [5.0, 6, 7]}, index=ix))
+    >>> list(frame.columns), fields
+    (['ts', 'load', 'temp'], ['load', 'temp'])
+    >>> points_frame(pd.Series([1.0, 2.0], index=ix[:2], name="load"))[1]
+    ['load']
     """
     if isinstance(df, pd.Series):
         if not isinstance(df.index, pd.DatetimeIndex):
-            raise ValueError("a Series needs a DatetimeIndex")
-        df = pd.DataFrame({TIME: df.index, df.name or "value": df.to_numpy()})
+            raise ValueError("expected a Series with a DatetimeIndex (or a frame with a time column); "
+                             f"got a {type(df.index).__name__}")
+        name = df.name if df.name is not None and str(df.name) not in (TIME, "") else "value"
+        df = pd.DataFrame({TIME: df.index, str(name): df.to_numpy()})
         time = TIME
+    elif not isinstance(df, pd.DataFrame):
+        raise ValueError(f"expected a DataFrame or a Series with a DatetimeIndex; got {type(df).__name__}")
+    if time not in df.columns and time == TIME and "timestamp" in df.columns:
+        time = "timestamp"  # a replayed NAB-style file
     if time not in df.columns:
         if isinstance(df.index, pd.DatetimeIndex):
             df = df.rename_axis(time).reset_index()
         else:
-            raise ValueError(f"no '{time}' column and no DatetimeIndex")
+            raise ValueError(f"expected a time column '{time}' or a DatetimeIndex; got columns "
+                             f"{list(df.columns)} and a {type(df.index).__name__}")
     df = df.rename(columns={time: TIME}) if time != TIME else df
     if fields is None:
         chosen = [c for c in field_columns(df) if pd.api.types.is_numeric_dtype(df[c])]
@@ -71,9 +92,10 @@ def points_frame(
     if missing == "skip":
         chosen = [f for f in chosen if f in df.columns]
     elif absent:
-        raise ValueError(f"no numeric field to forecast (missing: {absent})")
+        raise ValueError(f"no numeric field {absent} in columns {list(df.columns)}")
     if not chosen and missing == "raise":
-        raise ValueError("no numeric field to forecast")
+        raise ValueError("no numeric field: expected at least one numeric value column besides "
+                         f"stream/series/ts/seq/attrs; got {dict(df.dtypes.astype(str))}")
     return df, chosen
 
 

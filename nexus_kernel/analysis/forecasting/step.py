@@ -49,8 +49,10 @@ def forecast(
     Parameters
     ----------
     df
-        A batch-contract frame, any frame with a time column (or DatetimeIndex) and numeric columns, or a
-        Series with a DatetimeIndex. Without a ``series`` column the frame is one series ``""``.
+        The shapes :func:`~nexus_kernel.analysis.detect` takes too (read by :func:`.frames.points_frame`):
+        a Series with a DatetimeIndex (its name is the field), or a frame with a ``time`` column (a
+        NAB-style ``timestamp`` column will do) or a DatetimeIndex and one or many numeric columns.
+        Without a ``series`` column the frame is one series ``""``.
     horizon
         A duration (``"1h"``, a Timedelta: rounded up to whole sampling steps) or a number of steps.
     level
@@ -59,14 +61,27 @@ def forecast(
         ``"auto"``, a registered forecaster name (``"ets"``, ``"gbm"``, ``"seasonal_naive"``), a class
         or a prototype instance. An unknown name raises ``LookupError`` naming the known ones.
     fields
-        Value columns to forecast; default every numeric non-key column.
+        Value columns to forecast; default every numeric non-key column, each forecast apart (``field``
+        in the output says which).
+    time
+        Name of the time column in ``df``.
     stream
         Stream name for the output; default the frame's ``stream`` column (else ``""``).
     **options
         Passed to the forecaster (e.g. ``season=24``). Refits here run in the calling thread.
 
     Returns the ``forecasts`` schema with ``ts, series, yhat, lo, hi`` first. A series too short to know
-    its step (one point) has no rows.
+    its step (one point) has no rows. Raises ``ValueError`` saying what is expected when ``df`` has no
+    time or no numeric column.
+
+    >>> import numpy as np, pandas as pd
+    >>> ix = pd.date_range("2024-01-01", periods=48, freq="1h", tz="UTC")
+    >>> wide = pd.DataFrame({"load": np.arange(48.0), "temp": np.ones(48)}, index=ix)
+    >>> out = forecast(wide, horizon=2, model="seasonal_naive")
+    >>> out.groupby("field").size().to_dict()
+    {'load': 2, 'temp': 2}
+    >>> len(forecast(wide["load"], horizon=2, model="seasonal_naive"))
+    2
     """
     df, fields = points_frame(df, time, fields)
     if SERIES not in df.columns:
