@@ -205,19 +205,23 @@ def streams_status(ctx: click.Context, name: str | None) -> None:
 @click.option("--time", "time_column", default="timestamp", show_default=True, help="Time column.")
 @click.option("--series", "series_column", help="Series-key column (default: the file name).")
 @click.option("--speed", type=float, help="Event-time seconds per second (default: as fast as possible).")
+@click.option("--max-gap", type=float, default=10.0, show_default=True,
+              help="Longest pause in seconds between rows at --speed; longer gaps in the file are shortened "
+                   "(0: keep every gap).")
 @click.option("--stream", help="Stream name (default: the file name).")
 @click.option("--window", help="Also aggregate into windows of this size, e.g. 1min.")
 @click.option("--store", help="Write the records to this store ('duckdb', 'memory' or a DSN).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.pass_context
 def replay(ctx: click.Context, path: Path, time_column: str, series_column: str | None, speed: float | None,
-           stream: str | None, window: str | None, store: str | None, progress: bool) -> None:
+           max_gap: float, stream: str | None, window: str | None, store: str | None, progress: bool) -> None:
     """Replay a CSV or Parquet file through validation (and a store, when given)."""
     from .engine import Pipeline, sources
 
     settings = _settings(ctx, store=store)
     name = stream or path.name.split(".")[0]
-    source = sources.replay(path, time=time_column, series=series_column, speed=speed, progress=progress)
+    source = sources.replay(path, time=time_column, series=series_column, speed=speed, progress=progress,
+                            max_gap=max_gap if max_gap > 0 else None)
     pipe = Pipeline.from_source(source, name=name, settings=settings).validate()
     opened = None
     if store:
