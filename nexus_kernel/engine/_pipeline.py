@@ -42,7 +42,7 @@ from ..records import TIME, DeadLetterQueue, make_dead_letters
 from ._loop import running_loop, submit
 from ._services import StoreWrite
 from ._specs import SpecError, refuse_clear_secrets, resolve_secrets, scrub
-from ._steps import Apply, Filter, Sink, StepContext, Validate, as_step, spec_of, steps
+from ._steps import Apply, Filter, Sink, StepContext, Validate, as_step, steps
 from ._windows import Window
 from .sources import BoundedBuffer, Ingest, IngestInlet, Source
 from .sources import sources as registered_sources
@@ -249,7 +249,7 @@ class Pipeline:
         return {
             "name": self.name,
             "source": given.get("source") or self.source.spec(),
-            "steps": steps + [spec_of(s) for s in self._steps[len(steps):]],
+            "steps": steps + [as_step(s).spec() for s in self._steps[len(steps):]],
             "batch": {"size": self._batch_size, "interval": self._batch_interval},
         }
 

@@ -182,11 +182,6 @@ def as_step(obj: Step | Callable[[pd.DataFrame], pd.DataFrame | None]) -> Step:
 steps: Registry[Callable[..., Step]] = Registry("steps")
 
 
-def spec_of(step: Step | Callable[[pd.DataFrame], pd.DataFrame | None]) -> dict[str, Any]:
-    """How to rebuild ``step`` from the registry (``as_step(step).spec()``); raises for anonymous callables."""
-    return as_step(step).spec()
-
-
 @steps.register("validate")
 class Validate(BaseStep):
     """Split bad rows off to the dead-letter queue; pass the clean batch on.

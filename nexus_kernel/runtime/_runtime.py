@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Settings
@@ -52,6 +52,8 @@ class RuntimeServices:
     store: Any = None
     cache: Any = None
     bus: Any = None
+    #: the services :meth:`open` opened (the rest were lent by the caller): all that :meth:`close` closes
+    owned: frozenset[str] = field(default=frozenset(), repr=False)
 
     @classmethod
     def open(cls, settings: Settings, **given: Any) -> RuntimeServices:
@@ -69,15 +71,17 @@ class RuntimeServices:
                     with contextlib.suppress(Exception):
                         service.close()
             raise
-        return cls(**opened)
+        return cls(**opened, owned=frozenset(n for n in openers if given.get(n) is None))
 
     def as_dict(self) -> dict[str, Any]:
         """What a pipeline's steps find in their context (absent services left out)."""
         return {k: v for k, v in (("store", self.store), ("cache", self.cache), ("bus", self.bus)) if v is not None}
 
     def close(self) -> None:
-        for service in (self.bus, self.cache, self.store):
-            if service is not None:
+        """Close what :meth:`open` opened; lent services stay open for their owner."""
+        for name in ("bus", "cache", "store"):
+            service = getattr(self, name)
+            if service is not None and name in self.owned:
                 with contextlib.suppress(Exception):
                     service.close()
 
@@ -129,15 +133,13 @@ class Runtime:
         self.manager = StreamManager(settings, services=self.services.as_dict(), run=True,
                                      loop=self._thread.loop if self._thread else None)
         self._closed = False
-        self._given: set[str] = set()  # services lent by the caller (Runtime.open(store=...)): never closed here
 
     @classmethod
     def open(cls, settings: Settings, *, thread: bool = True, **given: Any) -> Runtime:
         """A runtime over the services ``settings`` name (``store=``, ``cache=``, ``bus=`` to share yours)."""
         services = RuntimeServices.open(settings, **given)
         runtime = cls(settings, services, thread=thread)
-        runtime._owns_services = True
-        runtime._given = {k for k, v in given.items() if v is not None}
+        runtime._owns_services = True  # what it opened, that is: RuntimeServices.close leaves the lent ones
         return runtime
 
     # -- streams -----------------------------------------------------------------------------------
@@ -219,11 +221,7 @@ class Runtime:
         if self._thread is not None:
             self._thread.stop()
         if self._owns_services:
-            for name in ("bus", "cache", "store"):
-                service = getattr(self.services, name)
-                if service is not None and name not in self._given:
-                    with contextlib.suppress(Exception):
-                        service.close()
+            self.services.close()
 
     def __enter__(self) -> Runtime:
         return self
