@@ -309,6 +309,7 @@ class Pipeline:
             raise PipelineStateError(f"pipeline '{self.name}' has consumed its source; build a new one")
         self._stopping = False
         self._paused = False
+        self.inlet.rearm()  # a request sent right after a restart queues until the pump opens the inlet
         self.state = "running"
         current = running_loop()
         if loop is not None and loop is not current:

@@ -375,6 +375,11 @@ class IngestInlet:
         self._open, self._closed = True, None
         self._kick()
 
+    def rearm(self) -> None:
+        """The pipeline is starting again: forget the refusal of its last end, so that requests queue until
+        :meth:`open` (called from any thread before the pump runs; the queue itself lives on its loop)."""
+        self._closed = None
+
     def close(self, state: str) -> None:
         """The pipeline ended: refuse what is queued and what comes (called by the pipeline on its loop);
         stored rows still waiting for the steps after the store step go through them first."""
