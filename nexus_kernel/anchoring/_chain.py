@@ -1,4 +1,4 @@
-"""Registers the chain backend ``evm`` in :data:`ANCHORS` without importing web3.
+"""Registers the chain backends ``evm`` and ``irys`` in :data:`ANCHORS` without importing web3.
 
 Their modules (and web3, from the ``chain`` extra) are imported when a factory is first called, so
 ``import nexus_kernel.anchoring`` stays light and works without the extra.
@@ -28,3 +28,12 @@ def evm_anchor(settings: Settings, store: Store | None) -> AnchorBackend:
     except ImportError as exc:
         raise _need_chain_extra("evm") from exc
     return EvmAnchor.from_settings(settings)
+
+
+@ANCHORS.register("irys")
+def irys_anchor(settings: Settings, store: Store | None) -> AnchorBackend:
+    try:
+        from .irys import IrysAnchor
+    except ImportError as exc:
+        raise _need_chain_extra("irys") from exc
+    return IrysAnchor.from_settings(settings)

@@ -27,7 +27,7 @@ from nexus_kernel.anchoring import (
 
 from .conftest import ChainEnv, evm_settings
 
-BACKENDS = ["evm"]
+BACKENDS = ["evm", "irys"]
 
 
 def make_request(n: int, tree_size: int | None = None) -> AnchorRequest:
@@ -48,6 +48,20 @@ def failed(steps: list[VerifyStep]) -> list[str]:
     return [s.step for s in steps if not s.ok]
 
 
+def _resigned(receipt: dict[str, Any]) -> dict[str, Any]:
+    from .irys_node import StandInIrysNode
+
+    return StandInIrysNode().sign_receipt(receipt["id"])
+
+
+def _patch(item_b64: str, offset: int, xor: int) -> str:
+    from nexus_kernel.anchoring.irys import b64url, b64url_decode
+
+    raw = bytearray(b64url_decode(item_b64))
+    raw[offset] ^= xor
+    return b64url(bytes(raw))
+
+
 @pytest.fixture(params=BACKENDS)
 def env(request: pytest.FixtureRequest) -> ChainEnv:
     return request.getfixturevalue(f"anchor_env_{request.param}")
@@ -56,7 +70,7 @@ def env(request: pytest.FixtureRequest) -> ChainEnv:
 # -- both backends ------------------------------------------------------------------------------------
 
 def test_backends_are_registered() -> None:
-    assert {"evm"} <= set(ANCHORS.names())
+    assert {"evm", "irys"} <= set(ANCHORS.names())
 
 
 def test_submit_confirm_verify(env: ChainEnv) -> None:
@@ -93,11 +107,13 @@ def test_verify_names_the_tampered_reference_field(env: ChainEnv) -> None:
                  "evm.contract": {**ref1, "contract": "0x" + "22" * 20}}
     else:
         assert "irys.data" in failed(swapped) or "irys.item" in failed(swapped)
-        sig = ref1["receipt"]["signature"]
-        cases = {"irys.receipt": {**ref1, "receipt": {**ref1["receipt"], "timestamp": ref1["receipt"]["timestamp"] + 1}},
+        cases = {"irys.receipt": {**ref1, "receipt": ref2["receipt"]},  # another item's (genuine) receipt
                  "irys.receipt_signature": {**ref1, "receipt": {**ref1["receipt"],
-                                                                "signature": sig[:-4] + ("AAAA" if sig[-4:] != "AAAA" else "BBBB")}},
-                 "irys.item": {**ref1, "item": ref1["item"][:-8] + "AAAAAAAA"},
+                                                                "timestamp": ref1["receipt"]["timestamp"] + 1}},
+                 "irys.bundler": {**ref1, "receipt": _resigned(ref1["receipt"])},  # a receipt by another key
+                 "irys.item": {**ref1, "item": _patch(ref1["item"], 132, 7)},  # target presence byte 7
+                 "irys.data": {**ref1, "item": _patch(ref1["item"], -1, 0x20)},
+                 "irys.signature": {**ref1, "item": _patch(ref1["item"], 10, 0x01)},  # inside the signature's r
                  "irys.id": {**ref1, "id": ref2["id"]}}
     for step, reference in cases.items():
         steps = env.backend.verify(first, reference)
@@ -112,8 +128,11 @@ def test_unreachable_node_is_unavailable(env: ChainEnv, tmp_path: Path) -> None:
         env.backend.submit(make_request(6))
     with pytest.raises(AnchorUnavailable):
         env.backend.confirm(receipt)
-    with pytest.raises(AnchorUnavailable):
-        env.backend.verify(request, receipt.reference)
+    if env.backend.name == "evm":  # evm asks the node; irys checks the item and receipt offline
+        with pytest.raises(AnchorUnavailable):
+            env.backend.verify(request, receipt.reference)
+    else:
+        assert not failed(env.backend.verify(request, receipt.reference))
 
 
 def test_bad_request_is_refused_with_a_reason(env: ChainEnv) -> None:
@@ -271,3 +290,86 @@ def test_evm_needs_a_contract_address(tmp_path: Path) -> None:
 
     with pytest.raises(AnchorError, match="nexus anchor deploy"):
         ANCHORS.get("evm")(load_settings(home=tmp_path), None)
+
+
+# -- irys ---------------------------------------------------------------------------------------------
+
+def test_irys_item_carries_the_tree_head(anchor_env_irys: ChainEnv) -> None:
+    import httpx
+
+    from nexus_kernel.anchoring.irys import b64url_decode, parse_data_item
+
+    env = anchor_env_irys
+    request = make_request(50)
+    receipt = env.backend.submit(request)
+    item_id = receipt.reference["id"]
+    assert receipt.reference["receipt"]["id"] == item_id and "not proof" in receipt.reference["attestation"]
+    assert httpx.get(f"{env.chain.url}/{item_id}").content == request.payload  # the node serves the data
+    header = httpx.get(f"{env.chain.url}/tx/{item_id}").json()
+    assert header["id"] == item_id
+    tags = dict(parse_data_item(b64url_decode(receipt.reference["item"])).tags)
+    assert tags["App-Name"] == "Nexus-Stream" and tags["Nexus-Head-Id"] == request.head_id
+    assert tags["Nexus-Root"] == request.root.hex() and tags["Nexus-Tree-Size"] == str(request.tree_size)
+
+
+def test_irys_upload_twice_is_one_item(anchor_env_irys: ChainEnv) -> None:
+    env = anchor_env_irys
+    request = make_request(51)
+    first, second = env.backend.submit(request), env.backend.submit(request)
+    assert first.reference["id"] == second.reference["id"] and len(env.chain.items) == 1
+    assert env.chain.uploads == 2  # the node saw both, kept one (201 the second time)
+    assert not failed(env.backend.verify(request, second.reference))
+
+
+def test_irys_node_trouble_is_retried_without_loss(anchor_env_irys: ChainEnv) -> None:
+    env = anchor_env_irys
+    request = make_request(52)
+    for status in (503, 429, 402):  # down, rate limited, out of balance: all "later"
+        env.chain.fail_with = status
+        with pytest.raises(AnchorUnavailable, match=str(status)):
+            env.backend.submit(request)
+    env.chain.fail_with = None
+    final = settle(env.backend, env.backend.submit(request))
+    assert not failed(env.backend.verify(request, final.reference))
+
+
+def test_irys_node_refusing_the_item_says_why(anchor_env_irys: ChainEnv) -> None:
+    import httpx
+
+    from nexus_kernel.anchoring.irys import build_data_item
+
+    env = anchor_env_irys
+    raw = bytearray(build_data_item(b"head", [("a", "b")], "0x" + "42" * 32))
+    raw[-1] ^= 1
+    answer = httpx.post(f"{env.chain.url}/tx/ethereum", content=bytes(raw),
+                        headers={"Content-Type": "application/octet-stream"})
+    assert answer.status_code == 400 and "invalid signature" in answer.text
+    env.chain.fail_with = 400
+    with pytest.raises(AnchorError, match="refused the upload"):
+        env.backend.submit(make_request(53))
+
+
+def test_irys_dropped_item_is_reported(anchor_env_irys: ChainEnv) -> None:
+    env = anchor_env_irys
+    request = make_request(54)
+    receipt = env.backend.submit(request)
+    env.chain.items.clear()  # the bundler lost it
+    with pytest.raises(AnchorDropped):
+        env.backend.confirm(receipt)
+    again = settle(env.backend, env.backend.submit(request))
+    assert again.reference["id"] == receipt.reference["id"]
+
+
+def test_irys_key_is_made_once_per_home(irys_node: Any, tmp_path: Path) -> None:
+    from nexus_kernel.config import load_settings
+
+    settings = load_settings(home=tmp_path / "home", irys_url=irys_node.url)
+    first, second = ANCHORS.get("irys")(settings, None), ANCHORS.get("irys")(settings, None)
+    assert first.address == second.address  # type: ignore[attr-defined]
+    assert (tmp_path / "home" / "irys_key").stat().st_mode & 0o777 == 0o600
+    # without irys_bundler_key the receipt's own key is trusted, and the step says so
+    request = make_request(55)
+    steps = first.verify(request, first.submit(request).reference)
+    assert not failed(steps) and "trusting" in [s for s in steps if s.step == "irys.bundler"][0].detail
+    first.close()
+    second.close()
