@@ -373,3 +373,25 @@ def test_irys_key_is_made_once_per_home(irys_node: Any, tmp_path: Path) -> None:
     assert not failed(steps) and "trusting" in [s for s in steps if s.step == "irys.bundler"][0].detail
     first.close()
     second.close()
+
+
+def test_nexus_anchor_deploy_prints_a_working_contract(anvil_chain: Any, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from nexus_kernel.anchoring.evm import DEV_KEYS
+
+    env = {**os.environ, "NEXUS_EVM_PRIVATE_KEY": DEV_KEYS[0], "NEXUS_EVM_RPC_URL": anvil_chain.url}
+    done = subprocess.run([sys.executable, "-m", "nexus_kernel.cli", "--home", str(tmp_path / "home"), "anchor",
+                           "deploy"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    address = done.stdout.strip()
+    backend = ANCHORS.get("evm")(evm_settings(tmp_path / "home", anvil_chain.url, address), None)
+    request = make_request(60)
+    assert not failed(backend.verify(request, settle(backend, backend.submit(request)).reference))
+    backend.close()
+    without_key = subprocess.run([sys.executable, "-m", "nexus_kernel.cli", "--home", str(tmp_path / "h2"), "anchor",
+                                  "deploy"], env={k: v for k, v in env.items() if k != "NEXUS_EVM_PRIVATE_KEY"},
+                                 capture_output=True, text=True, timeout=120)
+    assert without_key.returncode == 1 and "NEXUS_EVM_PRIVATE_KEY" in without_key.stderr
