@@ -395,3 +395,16 @@ def test_nexus_anchor_deploy_prints_a_working_contract(anvil_chain: Any, tmp_pat
                                   "deploy"], env={k: v for k, v in env.items() if k != "NEXUS_EVM_PRIVATE_KEY"},
                                  capture_output=True, text=True, timeout=120)
     assert without_key.returncode == 1 and "NEXUS_EVM_PRIVATE_KEY" in without_key.stderr
+
+
+def test_evm_a_restarted_process_does_not_anchor_a_head_twice(anchor_env_evm: ChainEnv) -> None:
+    """The process died after sending, before the service recorded the receipt: a new one submits again."""
+    env = anchor_env_evm
+    request = make_request(61)
+    lost = env.backend.submit(request)  # its receipt is never recorded
+    reborn = ANCHORS.get("evm")(env.settings, None)
+    found = reborn.submit(request)
+    assert found.reference["tx_hash"] == lost.reference["tx_hash"]
+    assert not failed(reborn.verify(request, settle(reborn, found).reference))
+    assert len(_anchor_logs(env, request)) == 1
+    reborn.close()
