@@ -30,8 +30,8 @@ class ChainEnv:
 def evm_settings(home: Path, url: str, contract: str, **overrides: Any) -> Settings:
     from nexus_kernel.anchoring.evm import DEV_KEYS
 
-    return load_settings(home=home, evm_rpc_url=url, evm_private_key=DEV_KEYS[0], evm_contract=contract,
-                         evm_timeout=5.0, **overrides)
+    values: dict[str, Any] = {"evm_private_key": DEV_KEYS[0], "evm_timeout": 5.0, **overrides}
+    return load_settings(home=home, evm_rpc_url=url, evm_contract=contract, **values)
 
 
 @pytest.fixture

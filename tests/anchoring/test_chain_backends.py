@@ -408,3 +408,14 @@ def test_evm_a_restarted_process_does_not_anchor_a_head_twice(anchor_env_evm: Ch
     assert not failed(reborn.verify(request, settle(reborn, found).reference))
     assert len(_anchor_logs(env, request)) == 1
     reborn.close()
+
+
+def test_evm_unfunded_key_waits_instead_of_failing(anchor_env_evm: ChainEnv, tmp_path: Path) -> None:
+    from eth_account import Account
+
+    env = anchor_env_evm
+    broke = ANCHORS.get("evm")(evm_settings(tmp_path / "b", env.chain.url, env.extra["contract"],
+                                            evm_private_key=Account.create().key.hex()), None)
+    with pytest.raises(AnchorUnavailable, match="insufficient funds"):
+        broke.submit(make_request(62))
+    broke.close()
