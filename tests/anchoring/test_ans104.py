@@ -118,3 +118,10 @@ def test_tampered_data_breaks_the_signature() -> None:
     assert not parse_data_item(bytes(raw)).signature_valid()
     with pytest.raises(ValueError, match="invalid signature"):
         check_item(bytes(raw))
+
+
+def test_a_signature_that_recovers_nothing_is_invalid_not_an_error() -> None:
+    raw = bytearray(build_data_item(b"data", [("a", "b")], KEY))
+    raw[2:34] = bytes(32)  # r = 0: no public key recovers from it
+    item = parse_data_item(bytes(raw))
+    assert item.signer_address() is None and not item.signature_valid()

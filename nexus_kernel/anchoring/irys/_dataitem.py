@@ -105,7 +105,7 @@ class DataItem:
         try:
             return str(Account.recover_message(encode_defunct(primitive=self.signed_message()),
                                                signature=self.signature))
-        except (ValueError, TypeError):
+        except Exception:  # noqa: BLE001 - eth_keys' BadSignature and kin: a signature that recovers nothing
             return None
 
     def signature_valid(self) -> bool:
@@ -142,8 +142,12 @@ def parse_data_item(raw: bytes) -> DataItem:
         raise DataItemError(f"signature type {sig_type}, expected {SIG_TYPE_ETHEREUM} (Ethereum)")
     signature = raw[2:2 + SIG_LEN]
     owner = raw[2 + SIG_LEN:2 + SIG_LEN + OWNER_LEN]
-    if owner[0] != 4:
-        raise DataItemError("owner is not an uncompressed secp256k1 public key")
+    try:
+        if owner[0] != 4:
+            raise ValueError("no 0x04 prefix")
+        owner_address(owner)
+    except Exception as exc:  # noqa: BLE001 - whatever eth_keys says, the owner is unusable
+        raise DataItemError(f"owner is not an uncompressed secp256k1 public key ({exc})") from None
     pos = 2 + SIG_LEN + OWNER_LEN
     fields = []
     for name in ("target", "anchor"):
