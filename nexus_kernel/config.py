@@ -147,6 +147,29 @@ class Settings(BaseSettings):
     forecast_horizon: int = Field(24, gt=0, description="Steps retrain() backtests and serve() forecasts.")
     forecast_level: float = Field(0.9, gt=0, lt=1, description="Coverage of served prediction bands.")
 
+    # Anchoring, chain backends (nexus_kernel/anchoring/evm, nexus_kernel/anchoring/irys)
+    evm_rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the EVM node the evm anchor uses.")
+    evm_private_key: SecretStr | None = Field(
+        None, description="Hex secp256k1 key that signs anchor transactions (locally; the node never sees it).")
+    evm_contract: str | None = Field(
+        None, description="Address of the deployed Anchor contract (`nexus anchor deploy` prints it); the verifier "
+        "accepts only logs this address emitted.")
+    evm_chain_id: int | None = Field(None, gt=0, description="Chain id to sign for; unset: asked of the node once.")
+    evm_confirmations: int = Field(1, ge=1, description="Blocks on top of an anchor's (its own included) before it is final.")
+    evm_gas_cap: int = Field(100_000, ge=21_000, description="Most gas one anchor transaction may use (the estimate +20%, capped).")
+    evm_max_fee_gwei: float | None = Field(
+        None, gt=0, description="Highest fee per gas (gwei) to pay; above it submit waits (AnchorUnavailable). Unset: no cap.")
+    evm_timeout: float = Field(10.0, gt=0, description="Seconds one JSON-RPC call to the EVM node may take.")
+    evm_log_lookback: int = Field(
+        10_000, ge=0, description="Blocks searched for an earlier anchor of the same tree head before sending another.")
+    irys_url: str = Field("https://uploader.irys.xyz", description="Irys (ANS-104 bundler) node the irys anchor uploads to.")
+    irys_private_key: SecretStr | None = Field(
+        None, description="Hex secp256k1 key that signs data items; unset: one is made in home/irys_key (0600).")
+    irys_bundler_key: str | None = Field(
+        None, description="The bundler's RSA public key (base64url modulus, as GET {irys_url}/public serves it): "
+        "receipts signed by another key are refused. Unset: the key named in the receipt is used.")
+    irys_timeout: float = Field(20.0, gt=0, description="Seconds one request to the Irys node may take.")
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("store")

@@ -12,6 +12,7 @@ from ._protocol import (
     AnchorUnavailable,
     VerifyStep,
 )
+from . import _chain  # noqa: F401  registers the evm and irys backends (lazily: web3 is an extra)
 
 __all__ = [
     "ANCHORS",
