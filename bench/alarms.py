@@ -17,6 +17,12 @@ false alarms / (points / 10,000). Per-kind recall is in the params.
 
 Peer, same run, same stream: ``robust_z`` (rolling median / MAD z-score, the textbook choice) through
 the same analyze step and the same scoring. Targets: precision ≥ 0.9 and recall ≥ 0.9.
+
+Also reported, labelled *variant, not the default*: the ensemble with ``VARIANT`` (a floor of 0.1 under
+each member's likelihood deviation, the stuck member at full weight, alarm level z 3). It trades NAB for
+the live stream: cross-validated on the NAB folds with the threshold held out it scores 61.57 standard
+(the default 74.73), so by the rule of ``bench nab`` (adopt only what raises the cross-validated NAB
+mean) it is not the default; the lead decides.
 """
 
 from __future__ import annotations
@@ -47,10 +53,17 @@ def _stream(ticks: int):
     return batches, sim
 
 
-def _alarms(detector: str, batches: list[pd.DataFrame]) -> tuple[pd.DataFrame, float, int]:
+def variant() -> dict:
+    from nexus_kernel.analysis.detectors.ensemble import DEFAULT_WEIGHTS
+
+    return {"min_sd": 0.1, "weights": {**DEFAULT_WEIGHTS, "stuck": 1.0}, "threshold": 3.0}
+
+
+def _alarms(detector: str, batches: list[pd.DataFrame], params: dict | None = None
+            ) -> tuple[pd.DataFrame, float, int]:
     from nexus_kernel.analysis import Analyzer
 
-    analyzer = Analyzer(detector=detector, only_anomalies=False)
+    analyzer = Analyzer(detector=detector, params=params, only_anomalies=False)
     parts, t0 = [], time.perf_counter()
     for b in batches:
         out = analyzer.update(b)["anomalies"]
@@ -92,10 +105,11 @@ def run(quick: bool = False) -> list[dict]:
     ticks = QUICK_TICKS if quick else TICKS
     batches, sim = _stream(ticks)
     results = {}
-    for detector in ("ensemble", "robust_z"):
-        alarms, rate, warmup = _alarms(detector, batches)
+    for label, detector, params in (("ensemble", "ensemble", None), ("robust_z", "robust_z", None),
+                                    ("variant", "ensemble", variant())):
+        alarms, rate, warmup = _alarms(detector, batches, params)
         points = sum(len(b) for b in batches)
-        results[detector] = (score_alarms(alarms, sim, points, warmup), rate, points)
+        results[label] = (score_alarms(alarms, sim, points, warmup), rate, points)
     ours, rate, points = results["ensemble"]
     peer, peer_rate, _ = results["robust_z"]
     params = {"series": SERIES, "ticks": ticks, "seed": SEED, "freq": FREQ, "anomaly_rate_per_hour": RATE,
@@ -113,6 +127,14 @@ def run(quick: bool = False) -> list[dict]:
                  "peer": "robust_z", "peer_value": round(peer["false_per_10k"], 3),
                  "ratio": round(ours["false_per_10k"] / peer["false_per_10k"], 3) if peer["false_per_10k"] else None,
                  "params": {"false_alarms": ours["false_alarms"], "peer_false_alarms": peer["false_alarms"]}})
+    var = results["variant"][0]
+    for metric in ("precision", "recall", "false_per_10k"):
+        rows.append({"metric": f"variant_not_default_alarm_{metric}", "unit": "ratio" if metric != "false_per_10k"
+                     else "alarms", "ours": round(var[metric], 3), "peer": "robust_z", "peer_value": round(peer[metric], 3),
+                     "ratio": round(var[metric] / peer[metric], 3) if peer[metric] else None,
+                     "params": {"ensemble_params": {"min_sd": 0.1, "stuck_weight": 1.0, "threshold": 3.0},
+                                "recall_by_kind": var["recall_by_kind"], "alarms": var["alarms"],
+                                "nab_standard_threshold_held_out": 61.57}})
     rows.append({"metric": "alarms_analyze_rate", "unit": "points/s", "ours": round(rate), "peer": "robust_z",
                  "peer_value": round(peer_rate), "ratio": round(rate / peer_rate, 3),
                  "params": {"batch_ticks": 100, "note": "Analyzer.update, all points emitted"}})
