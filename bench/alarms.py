@@ -129,8 +129,9 @@ def run(quick: bool = False) -> list[dict]:
                  "params": {"false_alarms": ours["false_alarms"], "peer_false_alarms": peer["false_alarms"]}})
     var = results["variant"][0]
     for metric in ("precision", "recall", "false_per_10k"):
-        rows.append({"metric": f"variant_not_default_alarm_{metric}", "unit": "ratio" if metric != "false_per_10k"
-                     else "alarms", "ours": round(var[metric], 3), "peer": "robust_z", "peer_value": round(peer[metric], 3),
+        rows.append({"metric": f"variant_not_default_alarm_{metric}",
+                     "unit": "ratio" if metric != "false_per_10k" else "alarms", "ours": round(var[metric], 3),
+                     "peer": "robust_z", "peer_value": round(peer[metric], 3),
                      "ratio": round(var[metric] / peer[metric], 3) if peer[metric] else None,
                      "params": {"ensemble_params": {"min_sd": 0.1, "stuck_weight": 1.0, "threshold": 3.0},
                                 "recall_by_kind": var["recall_by_kind"], "alarms": var["alarms"],

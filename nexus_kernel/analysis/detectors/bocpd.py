@@ -144,5 +144,6 @@ class BOCPD(Detector):
 
     def describe(self, facts, observed):
         p = facts.get("value") or 0.0
-        return (f"value {observed:.6g}{_expected(facts)}: the chance the series changed regime within the last {self.short} points "
+        return (f"value {observed:.6g}{_expected(facts)}: the chance the series changed regime within the last "
+                f"{self.short} points "
                 f"is {p:.0%} (threshold {self.threshold:.0%}), {self.name}")

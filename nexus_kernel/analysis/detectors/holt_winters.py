@@ -112,7 +112,8 @@ class SeasonalWarmup(Detector):
         z, exp = np.full(n, np.nan), np.full(n, np.nan)
         start = 0
         if state["season"] is None:
-            early = self.early_search if self.early_search and len(state["buf"]) < self.early_search < self.season_search else None
+            early = (self.early_search if self.early_search and len(state["buf"]) < self.early_search < self.season_search
+                     else None)
             take = min(n, (early or self.season_search) - len(state["buf"]))
             state["buf"] = np.r_[state["buf"], x[:take]]
             start = take

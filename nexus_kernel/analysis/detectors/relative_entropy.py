@@ -127,5 +127,6 @@ class RelativeEntropy(Detector):
 
     def describe(self, facts, observed):
         kl = facts.get("value") or 0.0
-        return (f"value {observed:.6g}{_expected(facts)}: the distribution of the last {self.window} values differs from this series' usual "
+        return (f"value {observed:.6g}{_expected(facts)}: the distribution of the last {self.window} values "
+                f"differs from this series' usual "
                 f"by {kl:.2f} nats (threshold {self.threshold:g}), {self.name}")

@@ -143,5 +143,6 @@ class SequenceNovelty(Detector):
 
     def describe(self, facts, observed):
         share = facts.get("value") or 0.0
-        return (f"value {observed:.6g}{_expected(facts)}: {share:.0%} of the recent value patterns it continues never went on "
+        return (f"value {observed:.6g}{_expected(facts)}: {share:.0%} of the recent value patterns it continues "
+                f"never went on "
                 f"this way before (threshold {self.threshold:.0%}), {self.name}")

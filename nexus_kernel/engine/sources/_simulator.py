@@ -4,7 +4,8 @@ Each series is ``level + trend·t + daily + weekly + cycle + noise`` where the d
 sinusoids of random amplitude and phase, and ``cycle`` is a short sinusoid (a period of 30 to 120
 ticks, amplitude 3 to 6 σ) on a share ``cycles`` of the series — a season visible within minutes of a
 live run. Anomalies are injected at random (a Poisson process per series in event time, ``duration``
-30 to 600 ticks; one at a time per series — none starts while another is on) and recorded with their ground truth in :attr:`Simulator.anomalies`:
+30 to 600 ticks; one at a time per series — none starts while another is on) and recorded with their
+ground truth in :attr:`Simulator.anomalies`:
 
 ================  ==================================================================================
 ``spike``         one point far out (``magnitude`` = 6 to 12 noise standard deviations σ)
