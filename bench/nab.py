@@ -1,17 +1,39 @@
-"""NAB standard / low-FP / low-FN scores and throughput of the default ensemble on the NAB subset.
+"""NAB scores of the default ensemble on the NAB subset: leave-one-group-out cross-validation first.
 
 Reads ``../shared/data/nab`` (or ``NEXUS_NAB_ROOT`` via the runner argument); skips cleanly when absent.
 One configuration for all files, online, each point scored before it is learned.
-Published on the same 28 files: ARTime 76.24, Numenta HTM 65.78, CAD OSE 63.87 (standard).
 
-Also reported (unless ``quick``): CAD OSE, our port (``context_ose``), run the way NAB runs it — the
-file's minimum and maximum and a rest period of NAB's probationary period / 5, i.e. knowing the file,
-which the ensemble may not — beside its published 63.87 / 60.81 / 67.29 on these files: it validates
-the port. Its online form (range from the first 150 points) is reported too.
+Fold protocol (the headline). The 28 files form three groups: *artificial* (``artificialNoAnomaly``
+and ``artificialWithAnomaly`` together: the no-anomaly files alone have no window to score),
+*realKnownCause* and *realTweets*. Each group is held out in turn. On the other two groups the
+choosing procedure (:func:`bench._nab_cv.choose`) picks every default — which candidate members take
+part and at what weight (0, 0.6, 0.8, 1; candidates: mean_shift, seasonal, bocpd, sequence, robust_z,
+relative_entropy, stuck, context_ose online, level_shift), the quiet period (50/150/300 points), the
+alarm level (z 2 to 3.5) — by coordinate ascent maximising that profile's NAB score on the training groups, and NAB's
+score threshold is optimised on them as well. The held-out group is then scored with that
+configuration *and* that threshold (nothing is re-optimised on it). Reported: each fold and the mean,
+for the standard, low-FP and low-FN profiles. Probationary handling and windows are NAB's own, fixed.
 
-Also reported: the standard score of the same configuration on the even- and odd-indexed halves of
-the corpus (threshold optimised per half) — a spread check; the defaults were chosen on all 28
-files, so neither half is truly held out (see the ensemble's caveats for the held-out figures).
+Also reported, labelled: the shipped default with only NAB's threshold held out (its members and
+weights were chosen by hand on all 28 files, so it is *not* a held-out figure: it is the baseline a
+change must beat), and the in-sample score (threshold optimised on all 28 files, as NAB reports).
+Member outputs are cached per file (``bench/_nab_cv.py``), so the folds cost seconds after the first run.
+
+Baseline, recorded before issue 13 changed anything (commit 27e8a85), standard / low-FP / low-FN: the
+choosing procedure cross-validated 70.65 / 40.08 / 79.72 (folds, standard: artificial 90.85,
+realKnownCause 52.20, realTweets 68.90); the shipped default with the threshold held out 74.83 / 58.55 /
+81.71; in-sample 71.53 / 54.05 / 79.87. Tried on the folds since and not adopted (see the ensemble's
+docstring): a likelihood variance floor chosen per fold (70.36 standard), members that alarm directly
+past their own threshold (1 to 75 points lower), the median-based level_shift as an extra member
+(73.70), the seasonal member's early period search (74.34 vs 74.17 with a scale fix that itself cost
+0.66, both reverted). Adopted at a cost: the stuck member at weight 0.2 (74.83 -> 74.73 threshold
+held out) for stuck sensors, which NAB lacks.
+
+Published on the same 28 files (in-sample, NAB's threshold): ARTime 76.24, Numenta HTM 65.78, CAD OSE
+63.87 (standard). Also reported (unless ``quick``): CAD OSE, our port (``context_ose``), run the way NAB
+runs it — the file's minimum and maximum and a rest period of NAB's probationary period / 5, i.e.
+knowing the file — beside its published 63.87 / 60.81 / 67.29: it validates the port; and its online
+form (range from the first 150 points).
 """
 
 from __future__ import annotations
@@ -28,34 +50,58 @@ def run(quick: bool = False, root: Path = NAB_ROOT) -> list[dict]:
         return [{"metric": "nab", "unit": "skipped", "ours": None, "peer": None, "peer_value": None, "ratio": None,
                  "params": {"reason": f"no NAB data at {root}"}}]
     from nexus_kernel.analysis.detectors import Ensemble
-    from nexus_kernel.analysis.nab import evaluate
+    from nexus_kernel.analysis.nab import load_corpus, run_detector
 
     import numpy as np
 
+    from . import _nab_cv as cv
+
+    files = load_corpus(root)
+    cache = cv.build_cache(files)
+    shipped = cv.default_config()
+    rows = []
+    for profile, (peer, value) in PUBLISHED.items():
+        chosen = cv.cross_validate(files, cache, profile, cv.choose)
+        baseline = cv.cross_validate(files, cache, profile, cv.fixed(shipped))
+        _, in_sample = cv.fit_score(files, cv.scores_of(cache, files, shipped), profile)
+        rows.append({"metric": f"nab_{profile}_cv_mean", "unit": "score", "ours": round(chosen["mean"], 2),
+                     "peer": TARGET[profile][0], "peer_value": TARGET[profile][1],
+                     "ratio": _ratio(chosen["mean"], TARGET[profile][1]),
+                     "params": {"protocol": "leave-one-group-out, every default chosen on the other two groups",
+                                "folds": {g: round(f["score"], 2) for g, f in chosen["folds"].items()}}})
+        for group, fold in chosen["folds"].items():
+            rows.append({"metric": f"nab_{profile}_cv_{group}", "unit": "score", "ours": round(fold["score"], 2),
+                         "peer": None, "peer_value": None, "ratio": None,
+                         "params": {"trained_on": "the other two groups", "train_score": round(fold["train"], 2),
+                                    "config": fold["config"], "threshold": round(fold["threshold"], 6)}})
+        rows.append({"metric": f"nab_{profile}_shipped_default_threshold_held_out", "unit": "score",
+                     "ours": round(baseline["mean"], 2), "peer": TARGET[profile][0], "peer_value": TARGET[profile][1],
+                     "ratio": _ratio(baseline["mean"], TARGET[profile][1]),
+                     "params": {"note": "members and weights chosen on all 28 files: not held out",
+                                "config": shipped.label(),
+                                "folds": {g: round(f["score"], 2) for g, f in baseline["folds"].items()}}})
+        rows.append({"metric": f"nab_{profile}_in_sample", "unit": "score", "ours": round(in_sample, 2), "peer": peer,
+                     "peer_value": value, "ratio": _ratio(in_sample, value),
+                     "params": {"note": "in-sample: defaults and threshold chosen on these 28 files"}})
+    if not quick:
+        rows += _cad_rows(files)
     # compile the numba kernels (or load them from the on-disk cache) before the clock starts:
     # throughput is the steady-state scoring rate, not a one-off JIT cost
     Ensemble().score_learn("warm-up", np.sin(np.arange(1500) / 7.0))
-    res = evaluate(root, Ensemble, "ensemble")
-    rows = []
-    for profile, (peer, value) in PUBLISHED.items():
-        rows.append({"metric": f"nab_{profile}", "unit": "score", "ours": round(res[profile], 2), "peer": peer,
-                     "peer_value": value, "ratio": round(res[profile] / value, 3),
-                     "params": {"detector": "ensemble", "files": 28, "target_standard": 77,
-                                "threshold": round(res["result"][profile]["threshold"], 6)}})
-    from nexus_kernel.analysis.nab import load_corpus, run_detector, score_corpus
-
-    files = load_corpus(root)
-    scores, _ = run_detector(Ensemble, files)
-    for half, part in (("even", files[::2]), ("odd", files[1::2])):
-        value = score_corpus(part, scores)["standard"]["score"]
-        rows.append({"metric": f"nab_standard_{half}_files", "unit": "score", "ours": round(value, 2), "peer": None,
-                     "peer_value": None, "ratio": None, "params": {"files": len(part)}})
-    if not quick:
-        rows += _cad_rows(files)
-    rows.append({"metric": "nab_throughput", "unit": "points/s", "ours": round(res["points_per_s"]), "peer": "target",
-                 "peer_value": 200_000, "ratio": round(res["points_per_s"] / 200_000, 3),
-                 "params": {"points": res["points"], "batch": 1000}})
+    _, rate = run_detector(Ensemble, files)
+    rows.append({"metric": "nab_throughput", "unit": "points/s", "ours": round(rate), "peer": "target",
+                 "peer_value": 200_000, "ratio": round(rate / 200_000, 3),
+                 "params": {"points": sum(len(f.frame) for f in files), "batch": 1000, "detector": "ensemble"}})
     return rows
+
+
+# the issue's target for standard; for the other profiles ARTime's published (in-sample) figures
+TARGET = {"standard": ("target", 77.0), "reward_low_FP_rate": ("ARTime (published)", 66.43),
+          "reward_low_FN_rate": ("ARTime (published)", 81.86)}
+
+
+def _ratio(ours: float, peer: float) -> float:
+    return round(ours / peer, 3)
 
 
 CAD_PUBLISHED = {"standard": 63.87, "reward_low_FP_rate": 60.81, "reward_low_FN_rate": 67.29}

@@ -80,6 +80,7 @@ class Analyzer:
         self._detectors: dict[tuple[str, str], Detector] = {}
         self.forecast, self.forecaster, self.horizon, self.level = forecast, forecaster, horizon, level
         self._forecast_steps: dict[str, ForecastStep] = {}
+        self._warmup = self.warmup_points
 
     def _forecasts(self, batch: pd.DataFrame, streams: np.ndarray) -> pd.DataFrame:
         """Learn every (stream, series, field) forecaster; emit the next ``horizon`` steps with a band for
@@ -100,6 +101,12 @@ class Analyzer:
         if det is None:
             det = self._detectors[(stream, field)] = detectors.get(self.detector)(**self.params)
         return det
+
+    @property
+    def warmup_points(self) -> int:
+        """Points of each series before the detector can score (earlier points score 0); also stated on
+        every emitted anomalies frame as ``frame.attrs["warmup_points"]``."""
+        return detectors.get(self.detector)(**self.params).warmup_points
 
     def update(self, batch: pd.DataFrame) -> dict[str, pd.DataFrame]:
         out: dict[str, pd.DataFrame] = {"anomalies": empty_anomalies()}
@@ -134,6 +141,7 @@ class Analyzer:
             frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
             out["anomalies"] = frame.astype({"stream": "string", "series": "string", "field": "string",
                                              "detector": "string", "reason": "string"})
+        out["anomalies"].attrs["warmup_points"] = self._warmup
         if self.forecast:
             out["forecasts"] = self._forecasts(batch, streams)
         return out

@@ -27,7 +27,14 @@ def evaluate_command(root: Path, out: Path, detector: str, params: str) -> None:
         kwargs = json.loads(params)
     except (LookupError, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
-    result = evaluate(root, lambda: cls(**kwargs), detector, out=out)
+    try:
+        result = evaluate(root, lambda: cls(**kwargs), detector, out=out)
+    except FileNotFoundError as exc:  # no data/<category>/*.csv under the folder
+        raise click.BadParameter(f"{exc} (NAB layout: DIR/data/<category>/<file>.csv)", param_hint="--nab") from None
+    if result["result"] is None:
+        click.echo(f"wrote {result['files']} result files for {detector} to {out / detector}; could not score them: "
+                   f"no labels under {root / 'labels'} (NAB's combined_windows.json or combined_labels.json)")
+        return
     click.echo(f"{'profile':<20} {'score':>8} {'threshold':>10}")
     for profile, res in result["result"].items():
         click.echo(f"{profile:<20} {res['score']:>8.2f} {res['threshold']:>10.4g}")

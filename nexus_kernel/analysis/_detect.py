@@ -54,7 +54,10 @@ def detect(
     Returns ``ts, series, value, score, is_anomaly, reason, field`` (plus ``expected`` and
     ``statistic``): one row per input row and field, ordered by field, series and time. ``field`` names
     the scored column; ``series`` is the frame's ``series`` column, else the field's name. ``reason`` is
-    the JSON text of the structured facts on anomalous rows.
+    the JSON text of the structured facts on anomalous rows; its ``text`` says in words which detector
+    (for the ensemble: which member) fired on what: value, expected value, threshold.
+    ``out.attrs["warmup_points"]`` states the warm-up: the first that many points of each series and
+    field are not scored (score 0, never an anomaly) — for the default ensemble, 116 points.
 
     Raises ``ValueError`` saying what is expected when ``df`` has no time or no numeric column.
 
@@ -98,4 +101,7 @@ def detect(
             out["series"] = out["series"].str.rsplit(_SEP, n=1).str[0]
         out["field"] = pd.array(np.full(len(out), name, dtype=object), dtype="string")
         parts.append(out)
-    return pd.concat(parts, ignore_index=True)[_COLUMNS]
+    out = pd.concat(parts, ignore_index=True)[_COLUMNS]
+    # the stated warm-up: the first ``warmup_points`` points of each series are not scored (score 0)
+    out.attrs["warmup_points"] = det.warmup_points
+    return out

@@ -39,6 +39,10 @@ def test_finds_the_injected_anomalies(name):
     s = run(make(name), labelled())
     if name in ("iforest", "trend", "bocpd", "cusum", "relative_entropy"):  # these rise over a window
         assert s[490:760].max() > s[200:480].max() or s[490:760].max() > 0.99
+    elif name == "stuck":  # sees repeats only: silent on the noisy spike and shift, sure on a stuck stretch
+        x = labelled()
+        x[800:] = x[799]
+        assert s.max() < 0.5 and run(make(name), x)[800:810].max() > 0.99
     elif name == "context_ose":  # CAD's score is (1 - active share + new share) / 2: 1 only in the limit
         assert max(s[500], s[700:720].max()) > 0.95 and s[500] > s[200:480].max()
     else:
@@ -69,6 +73,8 @@ def test_constant_series_scores_zero_then_departure_scores(name):
     after = run(det, np.r_[np.full(30, 3.0 + 50.0)])
     if name == "relative_entropy":  # a distribution detector: the departure is scored as it fills the window
         assert after[-1] > 0.3 and after[-1] > after[0] > flat.max()
+    elif name == "stuck":  # a constant series repeats from its start: a new constant is no stuck sensor
+        assert after.max() < det.score_threshold
     elif name not in ("iforest",):
         assert after.max() > 0.9
 

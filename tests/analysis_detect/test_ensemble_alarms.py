@@ -19,7 +19,9 @@ def alarms(det, x):
 
 def test_default_members_include_change_point_detector():
     det = Ensemble()
-    assert {"level_shift", "seasonal", "bocpd"} <= set(det.members)
+    # the shift member is the EW mean_shift (the old level_shift, renamed in issue 13; level_shift is
+    # now the median-based detector); stuck joined for stuck sensors
+    assert {"mean_shift", "seasonal", "bocpd", "stuck"} <= set(det.members)
     assert {"sequence", "robust_z", "relative_entropy"} <= set(det.members)
     assert all(0 < w <= 1 for w in det.weights.values())
     assert det.reopen == np.inf and det.refractory == 150 and det.threshold == 2.5

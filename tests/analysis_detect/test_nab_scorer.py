@@ -66,3 +66,41 @@ def test_evaluate_cli_writes_nab_results(tmp_path):
     scores = json.loads((out / "final_results.json").read_text())["robust_z"]
     assert set(scores) == set(PROFILES) and scores["standard"] > 50
     assert (out / "robust_z" / "robust_z_standard_scores.csv").exists()
+
+
+def test_evaluate_cli_on_an_unlabelled_folder_writes_results_and_says_it_cannot_score(tmp_path):
+    """Tried as a new user would: a NAB-layout folder of their own, no labels yet."""
+    write_corpus(tmp_path / "nab")
+    (tmp_path / "nab" / "labels" / "combined_windows.json").unlink()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(evaluate_command, ["--nab", str(tmp_path / "nab"), "--results", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "could not score them: no labels" in result.output and "wrote 3 result files" in result.output
+    f = pd.read_csv(out / "ensemble" / "synthetic" / "ensemble_f1.csv")
+    assert list(f.columns) == ["timestamp", "value", "anomaly_score", "label"] and len(f) == 1500
+    assert (f["label"] == 0).all() and f["anomaly_score"].between(0, 1).all()
+    assert f["anomaly_score"].iloc[950:1000].max() > 0.99  # the injected anomaly of f1 is found
+    assert not (out / "final_results.json").exists()
+
+
+def test_evaluate_cli_with_point_labels_prints_the_table(tmp_path):
+    """NAB's other label file, combined_labels.json (points): windows are built by NAB's rule."""
+    write_corpus(tmp_path / "nab")
+    windows = json.loads((tmp_path / "nab" / "labels" / "combined_windows.json").read_text())
+    (tmp_path / "nab" / "labels" / "combined_windows.json").unlink()
+    labels = {k: [str(pd.Timestamp(a) + (pd.Timestamp(b) - pd.Timestamp(a)) / 2) for a, b in v]
+              for k, v in windows.items()}
+    (tmp_path / "nab" / "labels" / "combined_labels.json").write_text(json.dumps(labels))
+    result = CliRunner().invoke(evaluate_command, ["--nab", str(tmp_path / "nab"), "--results",
+                                                   str(tmp_path / "out"), "--detector", "robust_z"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["profile", "score", "threshold"]
+    assert {line.split()[0] for line in lines[1:4]} == set(PROFILES)
+    assert all(float(line.split()[1]) > 50 for line in lines[1:4])
+
+
+def test_evaluate_cli_on_a_folder_without_data_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(evaluate_command, ["--nab", str(tmp_path / "empty"), "--results", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "data/<category>/<file>.csv" in result.output

@@ -45,18 +45,41 @@ def test_simulator_injects_labelled_anomalies_of_every_kind():
     sim = sources.simulator(series=10, rate=None, seed=3, limit=100_000, anomaly_rate=10)
     data = pd.concat(take(sim))
     kinds = {a.kind for a in sim.anomalies}
-    assert kinds == {"spike", "level_shift", "variance", "drift"}
+    # issue 13 added a stuck sensor and a broken short season to the four kinds
+    assert kinds == {"spike", "level_shift", "variance", "drift", "stuck", "season_break"}
     labels = sim.labels(data)
     assert 0 < labels.mean() < 0.9
     def quiet(a):  # no other anomaly of the series near it
         return not any(o is not a and o.series == a.series and o.start - pd.Timedelta("60s") <= a.start
                        <= o.end + pd.Timedelta("60s") for o in sim.anomalies)
 
-    spike = next(a for a in sim.anomalies if a.kind == "spike" and quiet(a))
+    # on a series without the short cycle (issue 13), whose swing would widen the spread around it
+    spike = next(a for a in sim.anomalies if a.kind == "spike" and quiet(a) and sim.cycle_amp[int(a.series[1:])] == 0)
     row = data[(data["series"] == spike.series) & (data["ts"] == spike.start)]
     around = data[(data["series"] == spike.series) & (abs(data["ts"] - spike.start) < pd.Timedelta("30s"))
                   & (data["ts"] != spike.start)]["value"]
     assert abs(row["value"].iat[0] - around.median()) > 3 * around.std()
+
+
+def test_simulator_stuck_sensor_repeats_and_season_break_stops_the_cycle():
+    sim = sources.simulator(series=10, rate=None, seed=3, limit=100_000, anomaly_rate=10, start="2024-01-01")
+    data = pd.concat(take(sim))
+    for a in sim.anomalies:  # one anomaly at a time per series
+        later = [o for o in sim.anomalies if o.series == a.series and o.start > a.start]
+        assert all(o.start > a.end for o in later)
+    stuck = [a for a in sim.anomalies if a.kind == "stuck"]
+    assert stuck
+    for a in stuck:
+        rows = data[(data["series"] == a.series) & (data["ts"] >= a.start) & (data["ts"] <= a.end)]["value"]
+        before = data[(data["series"] == a.series) & (data["ts"] == a.start - sim.step)]["value"]
+        assert rows.nunique() == 1 and (before.empty or rows.iat[0] == before.iat[0])
+    breaks = [a for a in sim.anomalies if a.kind == "season_break"]
+    assert breaks and all(sim.cycle_amp[int(a.series[1:])] > 0 for a in breaks)
+    a = max(breaks, key=lambda a: a.end - a.start)
+    col = int(a.series[1:])
+    rows = data[(data["series"] == a.series) & (data["ts"] >= a.start) & (data["ts"] <= a.end)]["value"].to_numpy()
+    # without the cycle only noise is left: the spread falls well under the cycle's amplitude
+    assert rows.std() < 0.5 * sim.cycle_amp[col]
 
 
 def test_simulator_corrupts_a_fraction_on_request():

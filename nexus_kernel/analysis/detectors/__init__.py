@@ -19,16 +19,18 @@ from .ewma import EWMA
 from .holt_winters import HoltWintersResidual
 from .iforest import IsolationForestDetector
 from .level_shift import LevelShift
+from .mean_shift import MeanShift
 from .relative_entropy import RelativeEntropy
 from .robust_z import RobustZ
 from .seasonal import Seasonal
 from .sequence import SequenceNovelty
+from .stuck import Stuck
 from .trend import Trend
 
 __all__ = ["Detector", "Result", "RESULT_COLUMNS", "detectors", "z_to_score", "score_to_z", "find_period",
            "RobustZ", "EWMA", "HoltWintersResidual", "Seasonal", "IsolationForestDetector", "Cusum", "BOCPD",
            "LevelShift", "Trend", "Ensemble", "SequenceNovelty",
-           "RelativeEntropy", "ContextOSE"]
+           "RelativeEntropy", "ContextOSE", "Stuck", "MeanShift"]
 
 #: names kept for code written before a rename: old name -> (new name, why)
 RENAMED = {"HoltWinters": ("HoltWintersResidual", "the forecaster is nexus_kernel.analysis.forecasting.HoltWinters")}

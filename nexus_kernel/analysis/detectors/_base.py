@@ -80,6 +80,8 @@ class Detector:
     name: ClassVar[str] = "detector"
     feature: ClassVar[str] = "value"
     statistic: ClassVar[str] = "z"
+    #: the statistic's unit when it is a distance from the expected value ("sigma"), for the reason text
+    unit: ClassVar[str | None] = None
     threshold: float = 4.0
 
     def __init__(self, *, seed: int = 0) -> None:
@@ -107,6 +109,12 @@ class Detector:
     def clone(self) -> Detector:
         """A fresh detector with the same parameters and no state."""
         return type(self)(**self.params())
+
+    @property
+    def warmup_points(self) -> int:
+        """Points of a series seen before its first possible score: every earlier point scores 0 (some
+        detectors start later on some data, e.g. the seasonal one when no season shows early)."""
+        return int(getattr(self, "warmup", 0))
 
     @property
     def score_threshold(self) -> float:
@@ -177,7 +185,10 @@ class Detector:
             since[a:b] = run
             for i in np.flatnonzero(flag).tolist():  # only anomalies carry reasons: few rows
                 at = None if np.isnat(run[i]) else pd.Timestamp(run[i]).tz_localize("UTC")
-                reason[a + i] = json.dumps(self.facts(res, i, at), separators=(",", ":"))
+                facts = self.facts(res, i, at)
+                facts["observed"] = _num(values[a + i])
+                facts["text"] = self.describe(facts, float(values[a + i]))
+                reason[a + i] = json.dumps(facts, separators=(",", ":"))
         return pd.DataFrame(
             {
                 "series": pd.array(keys.astype(object), dtype="string"),
@@ -208,6 +219,13 @@ class Detector:
             "since": None if since is None or pd.isna(since) else pd.Timestamp(since).isoformat(),
         }
 
+    def describe(self, facts: dict[str, Any], observed: float) -> str:
+        """The fact that fired, in words an analyst reads, naming the detector (the ``text`` of a reason):
+        "value 26.1 is 20.3 sigma above the expected 20 (threshold 5 sigma), robust_z"."""
+        sentence = describe_distance(facts.get("value"), facts.get("expected"), facts.get("threshold"), observed,
+                                     self.statistic, self.unit)
+        return f"{sentence}, {self.name}"
+
     def _since(self, key: str, stamps: np.ndarray, flag: np.ndarray) -> np.ndarray:
         """Start time of the current run of consecutive anomalous rows (carried across batches).
 
@@ -232,6 +250,25 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+def expected_phrase(facts: dict[str, Any]) -> str:
+    """" (expected 20.1)" when the facts hold an expected value, else nothing."""
+    expected = facts.get("expected")
+    return "" if expected is None else f" (expected {expected:.6g})"
+
+
+def describe_distance(value: float | None, expected: float | None, threshold: float | None, observed: float,
+                      statistic: str, unit: str | None) -> str:
+    """"value 26.1 is 20.3 sigma above the expected 20.0 (threshold 5 sigma)", or the statistic as is."""
+    thr = "" if threshold is None else f" (threshold {threshold:g}{' ' + unit if unit else ''})"
+    if value is None:
+        return f"value {observed:.6g} not scored{thr}"
+    if unit and expected is not None:
+        side = "above" if value >= 0 else "below"
+        return f"value {observed:.6g} is {abs(value):.1f} {unit} {side} the expected {expected:.6g}{thr}"
+    exp = "" if expected is None else f", expected {expected:.6g}"
+    return f"value {observed:.6g}: {statistic.replace('_', ' ')} {value:.3g}{thr}{exp}"
 
 
 def _num(v: float) -> float | None:

@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from ._base import Detector, Result, detectors
+from ._base import expected_phrase as _expected
 
 
 @njit(cache=True, nogil=True)
@@ -140,3 +141,9 @@ class BOCPD(Detector):
             stat[start : start + quiet] = 0.0
             s["seen"] = seen + (n - start)
         return Result(self._score_of(stat), stat, exp)
+
+    def describe(self, facts, observed):
+        p = facts.get("value") or 0.0
+        return (f"value {observed:.6g}{_expected(facts)}: the chance the series changed regime within the last "
+                f"{self.short} points "
+                f"is {p:.0%} (threshold {self.threshold:.0%}), {self.name}")

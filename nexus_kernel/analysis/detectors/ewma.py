@@ -60,6 +60,7 @@ class EWMA(Detector):
     name = "ewma"
     feature = "value"
     statistic = "z"
+    unit = "sigma"
 
     def __init__(self, *, alpha: float = 0.05, warmup: int = 20, threshold: float = 5.0, clip: float = 3.0,
                  seed: int = 0) -> None:

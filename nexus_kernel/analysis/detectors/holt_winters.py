@@ -77,10 +77,29 @@ def residual_kernel(x, season, meta, alpha, beta, gamma, clip, score):
 
 
 class SeasonalWarmup(Detector):
-    """Shared warm-up: buffer ``season_search`` points, find the period, replay the buffer."""
+    """Shared warm-up: buffer ``season_search`` points, find the period, replay the buffer.
+
+    A short, clearly seasonal series need not wait that long: at ``early_search`` points (when set) a
+    period of at most a third of them (three seasons seen) whose seasonal strength is at least
+    ``EARLY_STRENGTH`` is taken at once; otherwise the search waits for ``season_search`` points.
+    """
 
     season_search: int  # set by each subclass's __init__
     period: int | None  # a fixed period, or None to find one
+    early_search: int | None = None
+    EARLY_STRENGTH = 0.6
+
+    @property
+    def warmup_points(self) -> int:
+        if self.period:
+            return 2 * self.period + 11
+        return min(self.early_search or self.season_search, self.season_search)
+
+    def _early_period(self, buf: np.ndarray) -> int | None:
+        if self.period or not self.early_search or len(buf) != self.early_search:
+            return None
+        p, strength = find_period(buf, max_period=len(buf) // 3)
+        return p if p and strength >= self.EARLY_STRENGTH else None
 
     def new_state(self):
         return {"buf": np.zeros(0), "season": None, "meta": np.zeros(5)}
@@ -93,11 +112,18 @@ class SeasonalWarmup(Detector):
         z, exp = np.full(n, np.nan), np.full(n, np.nan)
         start = 0
         if state["season"] is None:
-            take = min(n, self.season_search - len(state["buf"]))
+            early = (self.early_search if self.early_search and len(state["buf"]) < self.early_search < self.season_search
+                     else None)
+            take = min(n, (early or self.season_search) - len(state["buf"]))
             state["buf"] = np.r_[state["buf"], x[:take]]
             start = take
-            if len(state["buf"]) >= self.season_search:
-                p = self.period or find_period(state["buf"])[0] or 1
+            found = self._early_period(state["buf"])
+            if found is None and start < n and early:  # not seasonal enough yet: keep buffering
+                more = min(n - start, self.season_search - len(state["buf"]))
+                state["buf"] = np.r_[state["buf"], x[start:start + more]]
+                start += more
+            if found or len(state["buf"]) >= self.season_search:
+                p = found or self.period or find_period(state["buf"])[0] or 1
                 state["season"] = np.zeros(int(p))
                 state["period"] = int(p)
                 self._kernel(state["buf"], state, False)
@@ -116,6 +142,7 @@ class HoltWintersResidual(SeasonalWarmup):
     name = "holt_winters"
     feature = "holt_winters_residual"
     statistic = "z"
+    unit = "sigma"
 
     def __init__(self, *, alpha: float = 0.1, beta: float = 0.01, gamma: float = 0.2, period: int | None = None,
                  season_search: int = 600, threshold: float = 5.0, clip: float = 3.0, seed: int = 0) -> None:

@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit
 
 from ._base import Detector, Result, detectors
+from ._base import expected_phrase as _expected
 
 
 @njit(cache=True, nogil=True)
@@ -119,3 +120,13 @@ class RelativeEntropy(Detector):
         s = _relent(x, state["short"], state["long"], state["ring"], state["meta"], self.window, self.warmup,
                     self.decay)
         return Result(self._score_of(s), s, np.full(len(x), np.nan))
+
+    @property
+    def warmup_points(self) -> int:
+        return self.warmup + self.window
+
+    def describe(self, facts, observed):
+        kl = facts.get("value") or 0.0
+        return (f"value {observed:.6g}{_expected(facts)}: the distribution of the last {self.window} values "
+                f"differs from this series' usual "
+                f"by {kl:.2f} nats (threshold {self.threshold:g}), {self.name}")

@@ -68,6 +68,7 @@ class RobustZ(Detector):
     name = "robust_z"
     feature = "value"
     statistic = "z"
+    unit = "sigma"
 
     def __init__(self, *, window: int = 128, warmup: int = 16, threshold: float = 5.0, seed: int = 0) -> None:
         super().__init__(seed=seed)

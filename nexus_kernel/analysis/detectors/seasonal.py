@@ -5,7 +5,8 @@ value normal *for this time of the cycle*?" — it sees a missing daily peak, a 
 cycle should move, or a night-time spike that a plain z-score would call normal.
 
 Parameters: ``alpha`` (level), ``gamma`` (profile), ``period`` (``None`` = found after
-``season_search`` points), ``threshold`` (|z|), ``clip``.
+``season_search`` points, or already after ``early_search`` when three clear seasons fit in them: a
+short notebook series gets its seasonal member), ``threshold`` (|z|), ``clip``.
 
 Example
 -------
@@ -30,12 +31,14 @@ class Seasonal(SeasonalWarmup):
     name = "seasonal"
     feature = "seasonal_residual"
     statistic = "z"
+    unit = "sigma"
 
     def __init__(self, *, alpha: float = 0.02, gamma: float = 0.5, period: int | None = None,
-                 season_search: int = 600, threshold: float = 5.0, clip: float = 3.0, seed: int = 0) -> None:
+                 season_search: int = 600, early_search: int | None = 150, threshold: float = 5.0, clip: float = 3.0,
+                 seed: int = 0) -> None:
         super().__init__(seed=seed)
         self.alpha, self.gamma, self.period = alpha, gamma, period
-        self.season_search, self.threshold, self.clip = season_search, threshold, clip
+        self.season_search, self.early_search, self.threshold, self.clip = season_search, early_search, threshold, clip
 
     def _kernel(self, x, state, score):
         return residual_kernel(x, state["season"], state["meta"], self.alpha, 0.0, self.gamma, self.clip, score)

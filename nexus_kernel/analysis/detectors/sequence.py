@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from ._base import Detector, Result, detectors
+from ._base import expected_phrase as _expected
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -139,3 +140,9 @@ class SequenceNovelty(Detector):
         s = _sequence(x, state["hist"], state["ctx"], state["nxt"], state["meta"], self.bins, self.order,
                       self.warmup, self.table_bits)
         return Result(self._score_of(s), s, np.full(len(x), np.nan))
+
+    def describe(self, facts, observed):
+        share = facts.get("value") or 0.0
+        return (f"value {observed:.6g}{_expected(facts)}: {share:.0%} of the recent value patterns it continues "
+                f"never went on "
+                f"this way before (threshold {self.threshold:.0%}), {self.name}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import Detector, Result, detectors
-from .level_shift import shift_kernel
+from .mean_shift import shift_kernel
 
 
 @detectors.register("trend")

@@ -51,6 +51,12 @@ def _windows_from_labels(labels: list[str], ts: pd.Series) -> list[tuple[str, st
     return out
 
 
+def has_labels(root: str | Path) -> bool:
+    """Whether ``root`` has NAB labels (``labels/combined_windows.json`` or ``combined_labels.json``)."""
+    labels = Path(root) / "labels"
+    return (labels / "combined_windows.json").exists() or (labels / "combined_labels.json").exists()
+
+
 def load_corpus(root: str | Path) -> list[NabFile]:
     """Every ``data/<category>/*.csv`` under ``root`` with its anomaly windows (empty when unlabelled)."""
     root = Path(root)
@@ -114,7 +120,9 @@ def score_corpus(files: list[NabFile], scores: dict[str, np.ndarray]) -> dict[st
     return out
 
 
-def write_results(out: Path, detector: str, files: list[NabFile], scores: dict[str, np.ndarray], result: dict) -> None:
+def write_results(out: Path, detector: str, files: list[NabFile], scores: dict[str, np.ndarray],
+                  result: dict | None) -> None:
+    """NAB's result files per data file; with a ``result`` (labelled corpus) also the score tables."""
     for f in files:
         d = out / detector / f.category
         d.mkdir(parents=True, exist_ok=True)
@@ -127,6 +135,8 @@ def write_results(out: Path, detector: str, files: list[NabFile], scores: dict[s
             }
         )
         frame.to_csv(d / f"{detector}_{f.name}", index=False)
+    if result is None:
+        return
     summary = {}
     for pname, res in result.items():
         table = res["table"].assign(detector=detector)
@@ -140,11 +150,19 @@ def write_results(out: Path, detector: str, files: list[NabFile], scores: dict[s
 
 def evaluate(root: str | Path, make: Callable[[], Detector], detector: str, out: str | Path | None = None,
              batch: int = 1000) -> dict:
-    """Run, score and (when ``out`` is given) write NAB results for one detector."""
+    """Run, score and (when ``out`` is given) write NAB results for one detector.
+
+    A corpus without labels is run and its result files written, but not scored: ``result`` is ``None``
+    and there are no profile scores (``labelled`` says which)."""
     files = load_corpus(root)
     scores, rate = run_detector(make, files, batch=batch)
+    if not has_labels(root):
+        if out is not None:
+            write_results(Path(out), detector, files, scores, None)
+        return {"detector": detector, "points_per_s": rate, "points": sum(len(f.frame) for f in files),
+                "files": len(files), "labelled": False, "result": None}
     result = score_corpus(files, scores)
     if out is not None:
         write_results(Path(out), detector, files, scores, result)
     return {"detector": detector, "points_per_s": rate, "points": sum(len(f.frame) for f in files),
-            **{p: r["score"] for p, r in result.items()}, "result": result}
+            "files": len(files), "labelled": True, **{p: r["score"] for p, r in result.items()}, "result": result}

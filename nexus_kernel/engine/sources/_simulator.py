@@ -1,13 +1,21 @@
 """A seeded simulator of many sensor-like series with injected, labelled anomalies.
 
-Each series is ``level + trend·t + daily + weekly + noise`` where the daily and weekly terms are
-sinusoids of random amplitude and phase. Anomalies are injected at random (a Poisson process per
-series in event time) and recorded with their ground truth in :attr:`Simulator.anomalies`:
+Each series is ``level + trend·t + daily + weekly + cycle + noise`` where the daily and weekly terms are
+sinusoids of random amplitude and phase, and ``cycle`` is a short sinusoid (a period of 30 to 120
+ticks, amplitude 3 to 6 σ) on a share ``cycles`` of the series — a season visible within minutes of a
+live run. Anomalies are injected at random (a Poisson process per series in event time, ``duration``
+30 to 600 ticks; one at a time per series — none starts while another is on) and recorded with their
+ground truth in :attr:`Simulator.anomalies`:
 
-``spike``        one point far out (``magnitude`` noise standard deviations)
-``level_shift``  the level moves by ``magnitude``·σ for ``duration``
-``variance``     the noise is multiplied by ``magnitude`` for ``duration``
-``drift``        a ramp reaching ``magnitude``·σ at the end of ``duration``
+================  ==================================================================================
+``spike``         one point far out (``magnitude`` = 6 to 12 noise standard deviations σ)
+``level_shift``   the level moves by ``magnitude`` = 4 to 8 σ for ``duration``
+``variance``      the noise is multiplied by ``magnitude`` = 3 to 6 for ``duration``
+``drift``         a ramp reaching ``magnitude`` = 5 to 10 σ at the end of ``duration``
+``stuck``         a stuck sensor: the last value repeats exactly for ``duration`` (``magnitude`` 0)
+``season_break``  the series' short cycle stops for ``duration`` (``magnitude``: its amplitude in σ);
+                  drawn only for a series that has a cycle (another kind is drawn otherwise)
+================  ==================================================================================
 
 A small fraction of records can be corrupted on purpose (``bad_rate``): an unparseable time, a
 non-numeric or infinite value, or a record far behind the watermark — so that dead-letter handling is
@@ -44,7 +52,7 @@ __all__ = ["Simulator", "InjectedAnomaly"]
 
 _DAY = 86_400.0
 _WEEK = 7 * _DAY
-KINDS = ("spike", "level_shift", "variance", "drift")
+KINDS = ("spike", "level_shift", "variance", "drift", "stuck", "season_break")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,8 @@ class Simulator(Source):
         Stream name written into the source's spec (the pipeline's name wins).
     pace
         With ``rate`` set, seconds of wall time between batches (smaller: smoother, more batches).
+    cycles
+        Share of the series with a short cycle (see module docs), the ones a ``season_break`` can hit.
     """
 
     kind = "simulator"
@@ -103,12 +113,15 @@ class Simulator(Source):
         limit: int | None = None,
         stream: str = "sensors",
         pace: float = 0.1,
+        cycles: float = 0.5,
     ) -> None:
         super().__init__(
             series=series, freq=freq, rate=rate, batch_size=batch_size, seed=seed,
             anomaly_rate=anomaly_rate, bad_rate=bad_rate,
-            start=None if start is None else str(start), limit=limit, stream=stream, pace=pace,
+            start=None if start is None else str(start), limit=limit, stream=stream, pace=pace, cycles=cycles,
         )
+        if not 0.0 <= cycles <= 1.0:
+            raise ValueError("cycles is a share of the series, from 0 to 1")
         if pace <= 0:
             raise ValueError("pace must be positive")
         self.pace = float(pace)
@@ -136,8 +149,19 @@ class Simulator(Source):
         self.weekly = rng.uniform(0, 4, self.n) * self.sigma
         self.phase_d = rng.uniform(0, 2 * np.pi, self.n)
         self.phase_w = rng.uniform(0, 2 * np.pi, self.n)
+        # drawn from their own generator, so the draws above and every anomaly schedule are unchanged
+        cyc = np.random.default_rng([int(seed), 1])
+        self.cycle_amp = np.where(cyc.random(self.n) < cycles, cyc.uniform(3, 6, self.n), 0.0) * self.sigma
+        self.cycle_len = cyc.integers(30, 121, self.n)
+        self.cycle_phase = cyc.uniform(0, 2 * np.pi, self.n)
         self.tick = 0
         self.anomalies: list[InjectedAnomaly] = []
+        self._busy_until = np.full(self.n, -1)
+        self._stuck_from = np.zeros(self.n, dtype=np.int64)
+        self._stuck_until = np.full(self.n, -1)
+        self._stuck_value = np.zeros(self.n)
+        self._cycle_off_until = np.full(self.n, -1)
+        self._last = np.full(self.n, np.nan)
         # active effects: arrays over series
         self._shift = np.zeros(self.n)
         self._shift_until = np.full(self.n, -1)
@@ -162,7 +186,7 @@ class Simulator(Source):
             + self.weekly * np.sin(2 * np.pi * grid_secs / _WEEK + self.phase_w)
         )
         noise = rng.standard_normal((ticks, n)) * self.sigma
-        values += self._inject(k, noise)
+        values += self._inject(k, noise, values)
         stamps = self.t0.value + k * self.step.value  # ns since the epoch
         frame = pd.DataFrame(
             {
@@ -177,23 +201,46 @@ class Simulator(Source):
             frame = self._corrupt(frame)
         return frame
 
-    def _inject(self, k: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """Schedule new anomalies for these ticks and return noise plus every active effect."""
+    def _inject(self, k: np.ndarray, noise: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """Schedule new anomalies for these ticks; return what to add to ``base``: noise, the short cycle and
+        every active effect (a stuck sensor's rows come out at the value it sent just before it stuck).
+
+        The batch is worked in segments between anomaly starts, so an anomaly that starts and ends inside
+        one batch is not overwritten by the next one of its series scheduled in the same batch.
+        """
         ticks, n = noise.shape
         dt = self.step.total_seconds()
         p = min(1.0, self.anomaly_rate * dt / 3600.0)
         starts = self.rng.random((ticks, n)) < p
         kinds = self.rng.integers(0, len(KINDS), size=(ticks, n))
-        effect = np.zeros_like(noise)
-        for row, col in zip(*np.nonzero(starts)):
-            effect[row, col] += self._start_anomaly(int(k[row]), int(col), KINDS[kinds[row, col]])
         kk = k[:, None]
-        var_on = kk <= self._var_until
-        effect += noise * np.where(var_on, self._var, 1.0)
-        shift_on = kk <= self._shift_until
-        effect += np.where(shift_on, self._shift, 0.0)
-        drift_on = (kk >= self._drift_start) & (kk <= self._drift_until)
-        effect += np.where(drift_on, self._drift_slope * (kk - self._drift_start), 0.0)
+        cycle = self.cycle_amp * np.sin(2 * np.pi * kk / self.cycle_len + self.cycle_phase)
+        effect = np.zeros_like(noise)
+        rows, cols = np.nonzero(starts)
+        bounds = np.unique(np.r_[0, rows, ticks])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            for col in cols[rows == a].tolist():
+                if k[a] <= self._busy_until[col]:  # one anomaly at a time per series: clean ground truth
+                    continue
+                kind = KINDS[kinds[a, col]]
+                if kind == "season_break" and self.cycle_amp[col] == 0.0:
+                    kind = KINDS[int(k[a] + col) % 4]  # no cycle to break: one of the four other kinds
+                effect[a, col] += self._start_anomaly(int(k[a]), int(col), kind)
+            seg = kk[a:b]
+            part = effect[a:b]
+            part += noise[a:b] * np.where(seg <= self._var_until, self._var, 1.0)
+            part += np.where(seg <= self._shift_until, self._shift, 0.0)
+            drift_on = (seg >= self._drift_start) & (seg <= self._drift_until)
+            part += np.where(drift_on, self._drift_slope * (seg - self._drift_start), 0.0)
+            part += np.where(seg <= self._cycle_off_until, 0.0, cycle[a:b])
+            stuck = (seg >= self._stuck_from) & (seg <= self._stuck_until)
+            for col in np.flatnonzero(stuck.any(axis=0)).tolist():
+                if self._stuck_from[col] == k[a]:  # it sticks now: at the value the sensor sent just before
+                    before = base[a - 1, col] + effect[a - 1, col] if a > 0 else self._last[col]
+                    self._stuck_value[col] = before if np.isfinite(before) else self.level[col]
+                on = stuck[:, col]
+                part[on, col] = self._stuck_value[col] - base[a:b][on, col]
+        self._last = base[-1] + effect[-1]
         return effect
 
     def _start_anomaly(self, tick: int, col: int, kind: str) -> float:
@@ -217,12 +264,22 @@ class Simulator(Source):
             self._var[col] = magnitude
             self._var_until[col] = tick + duration
             end = start + self.step * duration
+        elif kind == "stuck":
+            magnitude = 0.0
+            self._stuck_from[col] = tick
+            self._stuck_until[col] = tick + duration
+            end = start + self.step * duration
+        elif kind == "season_break":
+            magnitude = float(self.cycle_amp[col] / self.sigma[col])
+            self._cycle_off_until[col] = tick + duration
+            end = start + self.step * duration
         else:
             magnitude = float(rng.uniform(5, 10))
             self._drift_slope[col] = sign * magnitude * self.sigma[col] / duration
             self._drift_start[col] = tick
             self._drift_until[col] = tick + duration
             end = start + self.step * duration
+        self._busy_until[col] = tick + (end - start) // self.step
         self.anomalies.append(InjectedAnomaly(str(self.names[col]), kind, start, end, magnitude))
         return offset
 

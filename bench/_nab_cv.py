@@ -1,0 +1,293 @@
+"""Leave-one-group-out cross-validation of the ensemble's defaults on the NAB subset (used by ``bench nab``).
+
+The ensemble is members -> per-member likelihood z -> weighted max -> quiet period. Members do not
+depend on the ensemble's knobs, so each member's excess ``a = min(|statistic| / threshold, cap)`` is
+computed once per file and cached on disk (``~/.cache/nexus-bench/nab``, keyed by file content and
+member parameters); every configuration the search
+tries is then a cheap recombination of cached arrays, bit-for-bit what :class:`Ensemble` computes
+(checked by :func:`check_cache`).
+
+:func:`choose` is the choosing procedure: given training files it returns a configuration (weights per
+member, 0 meaning "left out"; the quiet period; the alarm level) by coordinate ascent over a small grid,
+maximising the training files' NAB score for one profile with NAB's threshold optimised on them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GROUPS = {"artificial": ("artificialNoAnomaly", "artificialWithAnomaly"),
+          "realKnownCause": ("realKnownCause",), "realTweets": ("realTweets",)}
+
+CACHE = Path.home() / ".cache" / "nexus-bench" / "nab"
+
+# the candidate members and the parameters they run with (each a registered detector)
+POOL: dict[str, dict[str, Any]] = {
+    "mean_shift": {}, "seasonal": {"early_search": None}, "bocpd": {"max_run": 32, "hazard": 1 / 1000},
+    "sequence": {}, "robust_z": {}, "relative_entropy": {}, "stuck": {}, "context_ose": {}, "level_shift": {},
+}
+WEIGHT_GRID = (0.0, 0.6, 0.8, 1.0)
+REFRACTORY_GRID = (50, 150, 300)
+THRESHOLD_GRID = (2.0, 2.5, 3.0, 3.5)
+
+
+@dataclass(frozen=True)
+class Config:
+    weights: tuple[tuple[str, float], ...]
+    direct: tuple[str, ...] = ()
+    refractory: int = 150
+    threshold: float = 2.5
+    along: float = 0.001
+    short: int = 10
+    warmup: int = 100
+    cap: float = 3.0
+    min_sd: float = 0.0
+
+    def members(self) -> dict[str, dict[str, Any]]:
+        return {m: POOL[m] for m, w in self.weights if w > 0 or m in self.direct}
+
+    def weight_map(self) -> dict[str, float]:
+        return {m: w for m, w in self.weights if w != 1.0 and (w > 0 or m in self.direct)}
+
+    def ensemble_params(self) -> dict[str, Any]:
+        return {"members": self.members(), "weights": self.weight_map(), "direct": self.direct,
+                "refractory": self.refractory,
+                "threshold": self.threshold, "along": self.along, "short": self.short, "warmup": self.warmup,
+                "cap": self.cap, "min_sd": self.min_sd}
+
+    def label(self) -> str:
+        ws = ",".join(f"{m}:{w:g}" for m, w in self.weights if w > 0)
+        direct = f" direct={','.join(self.direct)}" if self.direct else ""
+        return f"{{{ws}}}{direct} refractory={self.refractory} threshold={self.threshold:g} min_sd={self.min_sd:g}"
+
+
+def default_config() -> Config:
+    """The ensemble's current defaults as a configuration (the baseline)."""
+    from nexus_kernel.analysis.detectors.ensemble import DEFAULT_DIRECT, DEFAULT_MEMBERS, DEFAULT_WEIGHTS
+
+    for m, params in DEFAULT_MEMBERS.items():
+        if POOL.get(m) != params:
+            raise ValueError(f"the pool runs {m} with {POOL.get(m)}, the ensemble with {params}: keep them in step")
+    weights = {m: DEFAULT_WEIGHTS.get(m, 1.0) for m in DEFAULT_MEMBERS}
+    return Config(tuple((m, weights.get(m, 0.0)) for m in POOL), tuple(DEFAULT_DIRECT))
+
+
+def group_of(f) -> str:
+    return next(g for g, cats in GROUPS.items() if f.category in cats)
+
+
+@dataclass
+class Cache:
+    """Per file and member, the member's capped excess (one array per file)."""
+
+    excess: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    z: dict[tuple[str, str, float, int, int, float, float], np.ndarray] = field(default_factory=dict)
+
+    def member_z(self, key: str, member: str, cfg: Config) -> np.ndarray:
+        from nexus_kernel.analysis.detectors.ensemble import _likelihood
+
+        k = (key, member, cfg.along, cfg.short, cfg.warmup, cfg.cap, cfg.min_sd)
+        z = self.z.get(k)
+        if z is None:
+            a = np.minimum(self.excess[key][member], cfg.cap)
+            z = self.z[k] = _likelihood(a, np.zeros(4), cfg.along, cfg.short, cfg.warmup, cfg.min_sd)
+        return z
+
+    def ensemble_z(self, key: str, cfg: Config) -> np.ndarray:
+        from nexus_kernel.analysis.detectors.ensemble import _refractory
+
+        zs = []
+        for m, w in cfg.weights:
+            if w <= 0 and m not in cfg.direct:
+                continue
+            z = self.member_z(key, m, cfg) * w
+            if m in cfg.direct:
+                a = np.minimum(self.excess[key][m], cfg.cap)
+                z = np.maximum(z, np.where(a >= 1.0, cfg.threshold * a, 0.0))
+            zs.append(z)
+        return _refractory(np.vstack(zs).max(axis=0), np.array([1e18]), cfg.threshold, float(cfg.refractory),
+                           math.inf)
+
+
+def build_cache(files, members=POOL, progress: Callable[[str], None] | None = None) -> Cache:
+    """Run every member over every file once (fresh detector per file), reading/writing the disk cache."""
+    from nexus_kernel.analysis.detectors import detectors
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache = Cache()
+    # the code is read once, now: the process runs what it imported, even if the files change meanwhile
+    codes = {m: _scoring_code(detectors.get(m)) for m in members}
+    for f in files:
+        x = f.frame["value"].to_numpy(dtype=np.float64)
+        cache.excess[f.key] = {}
+        for m, params in members.items():
+            # keyed by the file, the parameters and the member's scoring code: a changed member is re-run
+            code = codes[m]
+            tag = hashlib.sha1(repr((f.key, m, sorted(params.items()), len(x), float(x.sum()), code)).encode()
+                               ).hexdigest()[:16]
+            path = CACHE / f"{m}-{tag}.npy"
+            if path.exists():
+                cache.excess[f.key][m] = np.load(path)
+                continue
+            det = detectors.get(m)(**params)
+            stat = np.concatenate([det.score_learn(f.key, x[a:a + 1000]).statistic for a in range(0, len(x), 1000)])
+            a = np.abs(stat) / det.threshold
+            np.save(path, a)
+            cache.excess[f.key][m] = a
+            if progress:
+                progress(f"{m} {f.key}")
+    return cache
+
+
+def _scoring_code(cls) -> str:
+    """The source that decides a member's statistic: its scoring methods and its module's compiled kernels."""
+    parts = [inspect.getsource(getattr(cls, a)) for a in ("_run", "new_state", "_kernel") if hasattr(cls, a)]
+    module = inspect.getmodule(cls)
+    for obj in vars(module).values():
+        if hasattr(obj, "py_func"):
+            parts.append(inspect.getsource(obj.py_func))
+    return "\n".join(parts)
+
+
+def scores_of(cache: Cache, files, cfg: Config) -> dict[str, np.ndarray]:
+    from nexus_kernel.analysis.detectors import z_to_score
+
+    return {f.key: z_to_score(cache.ensemble_z(f.key, cfg)) for f in files}
+
+
+def fit_score(files, scores, profile: str) -> tuple[float, float]:
+    """NAB's threshold optimised on ``files`` and the normalised score there."""
+    from nexus_kernel.analysis.nab import PROFILES, normalise, optimize_threshold, probation_length, sweep_parts
+
+    prof = PROFILES[profile]
+    pairs, n_windows = [], 0
+    for f in files:
+        p = probation_length(len(f.frame))
+        parts = sweep_parts(f.ids, prof, p)
+        pairs.append((scores[f.key][p:], parts))
+        n_windows += parts.n_windows
+    threshold, raw = optimize_threshold(pairs, prof)
+    return threshold, normalise(raw, n_windows, prof)
+
+
+def score_fixed(files, scores, profile: str, threshold: float) -> float:
+    """The normalised NAB score of ``files`` at a threshold chosen elsewhere."""
+    from nexus_kernel.analysis.nab import PROFILES, normalise, probation_length, score_at, sweep_parts
+
+    prof = PROFILES[profile]
+    raw, n_windows = 0.0, 0
+    for f in files:
+        p = probation_length(len(f.frame))
+        parts = sweep_parts(f.ids, prof, p)
+        raw += score_at(scores[f.key][p:], parts, threshold, prof)["score"]
+        n_windows += parts.n_windows
+    return normalise(raw, n_windows, prof)
+
+
+def choose(train, cache: Cache, profile: str = "standard", start: Config | None = None,
+           passes: int = 2) -> tuple[Config, float, float]:
+    """The choosing procedure: (configuration, NAB threshold, training score) from the training files only.
+
+    Coordinate ascent from ``start`` (default: every pool member at weight 1): each member's weight over
+    :data:`WEIGHT_GRID`, then the quiet period over :data:`REFRACTORY_GRID`, then the alarm level over
+    :data:`THRESHOLD_GRID`; ``passes`` rounds. Ties keep the earlier (simpler) setting.
+    """
+    cfg = start or Config(tuple((m, 1.0) for m in POOL))
+    seen: dict[Config, tuple[float, float]] = {}
+
+    def value(c: Config) -> tuple[float, float]:
+        if c not in seen:
+            if not any(w > 0 for _, w in c.weights):
+                seen[c] = (math.inf, -math.inf)
+            else:
+                seen[c] = fit_score(train, scores_of(cache, train, c), profile)
+        return seen[c]
+
+    best = value(cfg)[1]
+    for _ in range(passes):
+        improved = False
+        for i, (m, _w) in enumerate(cfg.weights):
+            for w in WEIGHT_GRID:
+                cand = replace(cfg, weights=cfg.weights[:i] + ((m, w),) + cfg.weights[i + 1:])
+                s = value(cand)[1]
+                if s > best + 1e-9:
+                    cfg, best, improved = cand, s, True
+        for r in REFRACTORY_GRID:
+            cand = replace(cfg, refractory=r)
+            s = value(cand)[1]
+            if s > best + 1e-9:
+                cfg, best, improved = cand, s, True
+        for t in THRESHOLD_GRID:
+            cand = replace(cfg, threshold=t)
+            s = value(cand)[1]
+            if s > best + 1e-9:
+                cfg, best, improved = cand, s, True
+        if not improved:
+            break
+    return cfg, value(cfg)[0], best
+
+
+MIN_SD_GRID = (0.0, 0.02, 0.05, 0.1)
+
+
+def tune(start: Config, knobs: dict[str, tuple]) -> Callable[[list, Cache, str], tuple[Config, float, float]]:
+    """A choosing procedure over few knobs: from ``start``, each knob in turn over its grid (coordinate
+    ascent, two passes), on the training files' NAB score with NAB's threshold optimised on them."""
+    def procedure(train, cache, profile):
+        cfg = start
+        seen: dict[Config, tuple[float, float]] = {}
+
+        def value(c: Config) -> tuple[float, float]:
+            if c not in seen:
+                seen[c] = fit_score(train, scores_of(cache, train, c), profile)
+            return seen[c]
+
+        best = value(cfg)[1]
+        for _ in range(2):
+            for knob, grid in knobs.items():
+                for v in grid:
+                    cand = replace(cfg, **{knob: v})
+                    if value(cand)[1] > best + 1e-9:
+                        cfg, best = cand, value(cand)[1]
+        return cfg, value(cfg)[0], best
+    return procedure
+
+
+def cross_validate(files, cache: Cache, profile: str,
+                   procedure: Callable[[list, Cache, str], tuple[Config, float, float]]) -> dict[str, Any]:
+    """Each group held out in turn: ``procedure`` chooses on the other two, the held-out group is scored."""
+    folds = {}
+    for g in GROUPS:
+        train = [f for f in files if group_of(f) != g]
+        test = [f for f in files if group_of(f) == g]
+        cfg, threshold, train_score = procedure(train, cache, profile)
+        folds[g] = {"score": score_fixed(test, scores_of(cache, test, cfg), profile, threshold),
+                    "train": train_score, "threshold": threshold, "config": cfg.label()}
+    return {"folds": folds, "mean": float(np.mean([v["score"] for v in folds.values()]))}
+
+
+def fixed(cfg: Config) -> Callable[[list, Cache, str], tuple[Config, float, float]]:
+    """A procedure that keeps ``cfg`` and chooses only NAB's threshold on the training files."""
+    def procedure(train, cache, profile):
+        threshold, score = fit_score(train, scores_of(cache, train, cfg), profile)
+        return cfg, threshold, score
+    return procedure
+
+
+def check_cache(files, cache: Cache, cfg: Config) -> float:
+    """Largest score difference between the cached recombination and a real :class:`Ensemble` run."""
+    from nexus_kernel.analysis.detectors import Ensemble
+
+    f = files[0]
+    x = f.frame["value"].to_numpy(dtype=np.float64)
+    det = Ensemble(**cfg.ensemble_params())
+    real = np.concatenate([det.score_learn(f.key, x[a:a + 1000]).score for a in range(0, len(x), 1000)])
+    return float(np.abs(real - scores_of(cache, [f], cfg)[f.key]).max())
