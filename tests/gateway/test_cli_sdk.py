@@ -16,7 +16,7 @@ def test_cli_keys_and_token(gw, monkeypatch):
     created = runner.invoke(keys, ["create", "ci", "--role", "analyst", "--stream", "pumps"])
     assert created.exit_code == 0, created.output
     key = created.stdout.strip().splitlines()[0]
-    assert httpx.get(gw.url + "/api/streams/pumps/query", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert httpx.get(gw.url + "/api/streams/pumps/latest", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     listed = runner.invoke(keys, ["list"])
     assert "ci" in listed.output and key not in listed.output
     key_id = key.split("_")[1]
