@@ -38,7 +38,8 @@ $(DEPS_STAMP).bench: $(DEPS_STAMP).dev
 	$(PIP) install --quiet -e ".[dev,bench]"
 	touch $@
 
-install: $(DEPS_STAMP).run
+# A dev install holds all a run install does: `make up` after `make install-dev` installs nothing more.
+install: $(if $(wildcard $(DEPS_STAMP).dev),$(DEPS_STAMP).dev,$(DEPS_STAMP).run)
 install-dev: $(DEPS_STAMP).dev
 
 ## The main job on embedded defaults: simulator → engine → live view. Ctrl-C stops it.
