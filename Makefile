@@ -53,7 +53,8 @@ test: install-dev services system-packages node-tools
 bench: $(DEPS_STAMP).bench services
 	$(BIN)/python -m bench $(BENCH)
 
-## The live monitor as a Voila dashboard (talks to `nexus up`'s gateway when NEXUS_GATEWAY_TOKEN is set).
+## The live monitor as a Voila dashboard: the data of the home's running `nexus up` (found through .nexus/runtime.json);
+## NEXUS_GATEWAY_URL + NEXUS_GATEWAY_TOKEN point it at another gateway.
 voila: install-dev
 	JUPYTER_CONFIG_PATH=deploy/voila $(BIN)/voila dashboards/monitor.ipynb
 
