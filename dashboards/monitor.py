@@ -194,8 +194,10 @@ class Monitor:
                               line_dash="dotted", line_width=1.5)
         marks = fig.scatter(x="x", y="y", source=self.marks, color="#d62728", size=8)
         # each line carries its series' name at its newest point, and the legend names it too
-        fig.text(x="x", y="y", text="text", source=self.ends, text_color="color", text_font_size="11px",
-                 x_offset=5, text_baseline="middle", name="nexus-line-labels")
+        # (right-aligned just above the point: a label to the right of it was cut off by the plot's edge)
+        fig.text(x="x", y="y", text="text", source=self.ends, text_color="color", text_font_size="12px",
+                 text_font_style="bold", x_offset=-4, y_offset=-6, text_align="right", text_baseline="bottom",
+                 name="nexus-line-labels")
         # the x-axis fits the lines and the forecast only (not markers or change-point segments)
         fig.x_range = DataRange1d(renderers=[*self.renderers, forecast], range_padding=0.03, only_visible=True)
         self.series_items = [LegendItem(label=literal(""), renderers=[r], visible=False) for r in self.renderers]
