@@ -50,7 +50,7 @@ def _when(value: Any) -> str:
 
 def _measure(facts: dict[str, Any]) -> str:
     """``level shift in deviations was 8.2, above the threshold 5``."""
-    what = " ".join(_words(facts[k]) for k in ("feature", "statistic") if facts.get(k) not in (None, ""))
+    what = " ".join(_words(facts[k]) for k in ("feature", "statistic") if facts.get(k) not in (None, "")) or "the value"
     if "value" not in facts:
         return what
     text = f"{what} was {_num(facts['value'])}".strip()
