@@ -38,7 +38,8 @@ $(DEPS_STAMP).bench: $(DEPS_STAMP).dev
 	$(PIP) install --quiet -e ".[dev,bench]"
 	touch $@
 
-install: $(DEPS_STAMP).run
+# A dev install holds all a run install does: `make up` after `make install-dev` installs nothing more.
+install: $(if $(wildcard $(DEPS_STAMP).dev),$(DEPS_STAMP).dev,$(DEPS_STAMP).run)
 install-dev: $(DEPS_STAMP).dev
 
 ## The main job on embedded defaults: simulator → engine → live view. Ctrl-C stops it.
@@ -52,7 +53,8 @@ test: install-dev services system-packages node-tools
 bench: $(DEPS_STAMP).bench services
 	$(BIN)/python -m bench $(BENCH)
 
-## The live monitor as a Voila dashboard (talks to `nexus up`'s gateway when NEXUS_GATEWAY_TOKEN is set).
+## The live monitor as a Voila dashboard: the data of the home's running `nexus up` (found through .nexus/runtime.json);
+## NEXUS_GATEWAY_URL + NEXUS_GATEWAY_TOKEN point it at another gateway.
 voila: install-dev
 	JUPYTER_CONFIG_PATH=deploy/voila $(BIN)/voila dashboards/monitor.ipynb
 

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nexus_kernel.analysis._reasons import describe_reason  # the module alone: the package loads every detector
+
 from ._source import MonitorSource, explain
 
 __all__ = ["Feed", "Tick", "feed_for", "downsample", "to_ms"]
@@ -225,31 +227,91 @@ def feed_for(source: MonitorSource, **options: Any) -> Feed:
     return feed
 
 
+#: the overview's columns: (status column, heading with its unit, how a value reads)
+_OVERVIEW: tuple[tuple[str, str, Any], ...] = (
+    ("name", "stream", str),
+    ("state", "state", str),
+    ("source", "source", str),
+    ("rate", "rate (records/s)", lambda v: f"{float(v):,.0f}"),
+    ("lag", "lag (s)", lambda v: f"{float(v):,.1f}"),
+    ("records_in", "records in", lambda v: f"{int(v):,}"),
+    ("records_out", "records out", lambda v: f"{int(v):,}"),
+    ("dead_letters", "dead letters", lambda v: f"{int(v):,}"),
+    ("errors", "errors", lambda v: f"{int(v):,}"),
+    ("last_error", "last error", str),
+)
+
+
+def _cell(value: Any, fmt: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    try:
+        return html.escape(fmt(value))
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+
+
 def _overview_html(streams: pd.DataFrame) -> str:
+    """The streams table: a heading with its unit on every figure, thousands separated, '-' for nothing.
+
+    ``records out`` is the API's ``records_out`` (what the stream's last step emitted: windows, for a
+    windowed stream), the same counter ``nexus up``'s terminal view shows.
+    """
     if streams is None or not len(streams):
         return "<i>No streams.</i>"
-    shown = streams.copy()
-    for col in ("rate", "lag"):
-        if col in shown.columns:
-            shown[col] = pd.to_numeric(shown[col], errors="coerce").round(1)
-    return shown.to_html(index=False, border=0, classes="nexus-streams", na_rep="-")
+    shown = [(col, head, fmt) for col, head, fmt in _OVERVIEW if col in streams.columns]
+    head = "".join(f"<th style='text-align:{'left' if fmt is str else 'right'};padding:2px 10px'>{html.escape(h)}</th>"
+                   for _, h, fmt in shown)
+    rows = "".join(
+        "<tr>" + "".join(f"<td style='text-align:{'left' if fmt is str else 'right'};padding:2px 10px'>"
+                         f"{_cell(row[col], fmt)}</td>" for col, _, fmt in shown) + "</tr>"
+        for row in streams.to_dict("records"))
+    return f"<table class='nexus-streams' style='border-collapse:collapse;font-size:13px'><thead><tr>{head}</tr></thead>" \
+           f"<tbody>{rows}</tbody></table>"
 
 
 def _feed_html(anomalies: pd.DataFrame) -> str:
+    """Newest first: series, time, score and the reason as a sentence; opening one shows its facts."""
     if anomalies is None or not len(anomalies):
         return "<i>No anomalies yet.</i>"
     items = []
     for row in anomalies.iloc[::-1].itertuples():
         facts = explain(row.reason)
-        headline = ", ".join(f"{k}={_fmt(facts[k])}" for k in ("detector", "feature", "statistic", "value", "threshold")
-                             if k in facts)
-        detail = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in facts.items())
+        sentence = describe_reason(facts) if facts and "text" not in facts else str(row.reason or "")
+        field = getattr(row, "field", None)
+        what = f" ({html.escape(str(field))})" if isinstance(field, str) and field and field != "value" else ""
+        detail = "".join(f"<tr><td style='color:#666;padding-right:8px'>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                         for k, v in _flat(facts))
         items.append(
-            f"<details class='nexus-anomaly'><summary><b>{html.escape(str(row.series))}</b> "
-            f"{pd.Timestamp(row.ts):%H:%M:%S} · {html.escape(str(row.detector))} · score {float(row.score):.3f} · "
-            f"{html.escape(headline)}</summary>"
-            f"<table class='nexus-why' style='font-size:12px'>{detail}</table></details>")
+            f"<details class='nexus-anomaly'><summary><b>{html.escape(str(row.series))}</b>{what} "
+            f"{_clock(row.ts)} · score {float(row.score):.2f} · {html.escape(str(row.detector))}</summary>"
+            f"<p class='nexus-reason' style='margin:4px 0 4px 16px'>{html.escape(sentence)}</p>"
+            f"<table class='nexus-why' style='font-size:12px;margin-left:16px'>{detail}</table></details>")
     return "".join(items)
+
+
+def _flat(facts: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``member.detector``-style pairs: a nested fact is a row of its own, never a JSON blob."""
+    out: list[tuple[str, Any]] = []
+    for key, value in facts.items():
+        name = f"{prefix}{key}".replace("_", " ")
+        if isinstance(value, dict):
+            out += _flat(value, f"{prefix}{key} · ")
+        else:
+            out.append((name, _clock(value, seconds=True) if key == "since" else value))
+    return out
+
+
+def _clock(value: Any, seconds: bool = False) -> str:
+    """``2026-12-07 03:10:05 UTC`` for a time (whole seconds: no ``.900000``); anything else as it is."""
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if ts is pd.NaT:
+        return "-"
+    ts = ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
+    return f"{ts:%Y-%m-%d %H:%M:%S} UTC" if seconds else f"{ts:%H:%M:%S}"
 
 
 def _runs_html(runs: pd.DataFrame) -> str:
@@ -260,7 +322,7 @@ def _runs_html(runs: pd.DataFrame) -> str:
         color = {"succeeded": "green", "failed": "crimson"}.get(str(r.status), "#777")
         err = f"<br><small>{html.escape(str(r.error))}</small>" if isinstance(r.error, str) and r.error else ""
         out.append(f"<div><span style='color:{color}'>●</span> {html.escape(str(r.job))} "
-                   f"{pd.Timestamp(r.started_at):%Y-%m-%d %H:%M} {html.escape(str(r.status))}{err}</div>")
+                   f"{pd.Timestamp(r.started_at):%Y-%m-%d %H:%M} UTC {html.escape(str(r.status))}{err}</div>")
     return "".join(out)
 
 

@@ -55,7 +55,8 @@ LIVE_KINDS = ("points", "anomalies", "forecasts")
 #: the columns that tell one anomaly row from another (a store row and its bus twin are equal on them)
 ANOMALY_KEY = ["series", "field", "ts", "detector"]
 
-STATUS_COLUMNS = ["name", "state", "source", "rate", "lag", "records_in", "dead_letters", "errors", "last_error"]
+STATUS_COLUMNS = ["name", "state", "source", "rate", "lag", "records_in", "records_out", "dead_letters", "errors",
+                  "last_error"]
 
 
 @runtime_checkable

@@ -58,7 +58,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import ColumnDataSource
+from bokeh.core.properties import value as literal
+from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, Legend, LegendItem
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -72,6 +73,38 @@ log = logging.getLogger(__name__)
 
 RANGES = {"live": None, "1h": "1h", "6h": "6h", "24h": "24h", "7d": "7d"}
 SLOTS = 8  # series drawn at once
+#: series colours: Category10 without its red (anomaly markers) and purple (change points), so that no
+#: series is mistaken for either; the forecast is black (dashed), a colour no series uses
+SERIES_COLORS = [c for c in Category10_10 if c not in ("#d62728", "#9467bd")]
+FORECAST_COLOR = "#111111"
+#: the forecast drawn spans at most this share of the observed span shown, so a long horizon never
+#: squeezes the data into a corner of the plot
+FORECAST_SHARE = 0.25
+
+
+def _neutral(text: str) -> pn.pane.HTML:
+    """The data-source line: information, styled as such (grey, small), not as a warning."""
+    return pn.pane.HTML(f"<span class='nexus-source'>{html.escape(text)}</span>", name="nexus-source",
+                        styles={"color": "#555", "font-size": "12px"})
+
+
+def _job_runs_panel(monitor: "Monitor") -> pn.viewable.Viewable:
+    return monitor.runs
+
+
+def _placeholder(text: str) -> Callable[["Monitor"], pn.viewable.Viewable]:
+    return lambda monitor: pn.pane.Markdown(f"_{text}_", sizing_mode="stretch_width", styles={"color": "#777"})
+
+
+#: The panels of the page's right-hand column, in order: title → a function of the page's
+#: :class:`Monitor` returning the panel. Another module adds or replaces one by name before pages are
+#: built (``SIDE_PANELS["Anchoring"] = anchoring_panel``); each page calls it once.
+SIDE_PANELS: dict[str, Callable[["Monitor"], pn.viewable.Viewable]] = {
+    "Job runs": _job_runs_panel,
+    "Alerts": _placeholder("Alert rules appear here."),
+    "Anchoring": _placeholder("Anchored batches and proofs appear here."),
+    "Narrative": _placeholder("The plain-language summary appears here."),
+}
 
 
 _ms = to_ms
@@ -115,8 +148,9 @@ class Monitor:
         self._ready = True  # until start(): a page driven by hand (tests, notebooks) ticks at once
         streams = source.streams()
         names = list(streams["name"]) if len(streams) else []
-        self.stream = pn.widgets.Select(name="Stream", options=names or [""], value=stream or (names[0] if names else ""),
-                                        width=180)
+        running = [n for n, st in zip(names, streams["state"] if len(streams) else []) if st == "running"]
+        first = stream or (running[0] if running else names[0] if names else "")  # a running stream, not a paused one
+        self.stream = pn.widgets.Select(name="Stream", options=names or [""], value=first, width=180)
         known = source.series(self.stream.value) if self.stream.value else []
         self.picker = pn.widgets.MultiChoice(name="Series (type to search)", options=known, value=known[:2],
                                              max_items=SLOTS, option_limit=option_limit,
@@ -137,25 +171,43 @@ class Monitor:
         self.health = pn.pane.Str("", styles={"color": "#888", "font-size": "11px"})
         mode = getattr(source, "mode", "embedded")
         notice = getattr(source, "notice", "")
-        self.banner = pn.pane.Alert(notice or f"Data source: {mode}", alert_type="warning" if mode == "embedded" else "info")
+        # A fallback (no gateway found: a private simulated stream) is a warning; the normal source is a plain line.
+        self.banner = pn.pane.Alert(notice, alert_type="warning") if notice else _neutral(
+            f"Data source: {mode} ({'this process' if mode == 'embedded' else 'a gateway'})")
 
         # Plot: one line source per slot; markers, change points, forecast line and band.
         self.lines = [ColumnDataSource({"x": [], "y": []}, name=f"nexus-line-{i}") for i in range(SLOTS)]
         self.marks = ColumnDataSource({"x": [], "y": [], "series": [], "score": []}, name="nexus-anomalies")
         self.changes = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": []}, name="nexus-changes")
         self.band = ColumnDataSource({"x": [], "yhat": [], "lo": [], "hi": []}, name="nexus-forecast")
+        self.ends = ColumnDataSource({"x": [], "y": [], "text": [], "color": []}, name="nexus-labels")
         self.clock = ColumnDataSource({"received": [0.0], "sent": [0.0], "tick": [0]}, name="nexus-clock")
         fig = figure(x_axis_type="datetime", height=380, sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset",
-                     output_backend="canvas", title="live", name="nexus-plot")
-        fig.varea(x="x", y1="lo", y2="hi", source=self.band, fill_color="#ff7f0e", fill_alpha=0.18, legend_label="90% band")
-        fig.line(x="x", y="yhat", source=self.band, color="#ff7f0e", line_width=2, legend_label="forecast")
-        self.renderers = [fig.line(x="x", y="y", source=src, color=Category10_10[i % 10], line_width=1.3)
+                     output_backend="canvas", title="live", name="nexus-plot", x_axis_label="time (UTC)")
+        fig.xaxis.formatter = DatetimeTickFormatter(seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M",
+                                                    hourmin="%H:%M", hours="%H:%M", days="%Y-%m-%d")
+        band = fig.varea(x="x", y1="lo", y2="hi", source=self.band, fill_color=FORECAST_COLOR, fill_alpha=0.1)
+        forecast = fig.line(x="x", y="yhat", source=self.band, color=FORECAST_COLOR, line_width=2, line_dash="dashed")
+        self.renderers = [fig.line(x="x", y="y", source=src, color=SERIES_COLORS[i % len(SERIES_COLORS)], line_width=1.3)
                           for i, src in enumerate(self.lines)]
-        fig.segment(x0="x0", y0="y0", x1="x1", y1="y1", source=self.changes, color="#9467bd", line_dash="dashed",
-                    line_width=1.5, legend_label="change point")
-        fig.scatter(x="x", y="y", source=self.marks, color="crimson", size=8, legend_label="anomaly")
-        fig.legend.location = "top_left"
-        fig.legend.click_policy = "hide"
+        changes = fig.segment(x0="x0", y0="y0", x1="x1", y1="y1", source=self.changes, color="#9467bd",
+                              line_dash="dotted", line_width=1.5)
+        marks = fig.scatter(x="x", y="y", source=self.marks, color="#d62728", size=8)
+        # each line carries its series' name at its newest point, and the legend names it too
+        # (right-aligned just above the point: a label to the right of it was cut off by the plot's edge)
+        fig.text(x="x", y="y", text="text", source=self.ends, text_color="color", text_font_size="12px",
+                 text_font_style="bold", x_offset=-4, y_offset=-6, text_align="right", text_baseline="bottom",
+                 name="nexus-line-labels")
+        # the x-axis fits the lines and the forecast only (not markers or change-point segments)
+        fig.x_range = DataRange1d(renderers=[*self.renderers, forecast], range_padding=0.03, only_visible=True)
+        self.series_items = [LegendItem(label=literal(""), renderers=[r], visible=False) for r in self.renderers]
+        self.forecast_item = LegendItem(label=literal("forecast"), renderers=[forecast], visible=False)
+        self.band_item = LegendItem(label=literal("90% band"), renderers=[band], visible=False)
+        legend = Legend(items=[*self.series_items, self.forecast_item, self.band_item,
+                               LegendItem(label=literal("anomaly"), renderers=[marks]),
+                               LegendItem(label=literal("change point"), renderers=[changes])],
+                        location="top_left", click_policy="hide", name="nexus-legend")
+        fig.add_layout(legend, "right")
         fig.tags = [self.clock]  # part of the document (no glyph): the browser reads update timing from it
         self.figure = fig
         self.plot = pn.pane.Bokeh(fig, sizing_mode="stretch_width")
@@ -166,7 +218,6 @@ class Monitor:
         if self.control is not None:
             self.control.param.watch(self._on_control, "value")
 
-        placeholder = dict(sizing_mode="stretch_width", styles={"color": "#777"})
         self.layout = pn.Column(
             pn.pane.Markdown("## Nexus Stream · live monitor"),
             self.banner,
@@ -177,17 +228,20 @@ class Monitor:
             self.plot,
             pn.Row(
                 pn.Column(pn.pane.Markdown("### Anomalies (click one to see why)"), self.anomaly_feed, sizing_mode="stretch_width"),
-                pn.Column(pn.pane.Markdown("### Job runs"), self.runs,
-                          pn.pane.Markdown("### Alerts\n_Alert rules appear here._", **placeholder),
-                          pn.pane.Markdown("### Anchoring\n_Anchored batches and proofs appear here._", **placeholder),
-                          pn.pane.Markdown("### Narrative\n_The plain-language summary appears here._", **placeholder),
-                          sizing_mode="stretch_width"),
+                self.side_column(),
                 sizing_mode="stretch_width",
             ),
             self.health,
             sizing_mode="stretch_width",
         )
         self.redraw()  # the snapshot a new viewer sees at once
+
+    def side_column(self) -> pn.Column:
+        """The right-hand column: every entry of :data:`SIDE_PANELS`, in order, under its title."""
+        parts: list[Any] = []
+        for title, make in SIDE_PANELS.items():
+            parts += [pn.pane.Markdown(f"### {title}"), make(self)]
+        return pn.Column(*parts, sizing_mode="stretch_width")
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -237,6 +291,11 @@ class Monitor:
         for i, src in enumerate(self.lines):
             rows = frame[frame["series"] == chosen[i]] if i < len(chosen) else frame.iloc[:0]
             src.data = {"x": _ms(rows["ts"]), "y": rows["value"].to_numpy(dtype=np.float64)}
+        for i, item in enumerate(self.series_items):
+            item.label = literal(chosen[i] if i < len(chosen) else "")
+            item.visible = i < len(chosen)
+        if self.range.value != "live":
+            self.band.data = {"x": [], "yhat": [], "lo": [], "hi": []}
         self._marks_seen = (-1, ())
         self._slow(force=True)
 
@@ -292,7 +351,7 @@ class Monitor:
             newest = max(v[0] for _, v in shown)
             text = ("<b>latest</b> " + " · ".join(
                 f"{html.escape(k)}=<span class='nexus-value'>{v[1]:.3f}</span>" for k, v in shown)
-                + f" <small>@ {pd.Timestamp(newest, unit='ms'):%H:%M:%S.%f}</small>")
+                + f" <small>at {pd.Timestamp(newest, unit='ms'):%H:%M:%S} UTC</small>")
             if text != self._latest_html:
                 self._latest_html = self.latest.object = text
         if last.received is not None:  # ``tick`` is the feed's tick id: a viewer can count the ones it missed
@@ -329,14 +388,50 @@ class Monitor:
         chosen = self.chosen
         fc = self.feed.forecast(stream, chosen[0]) if chosen and self.range.value == "live" else pd.DataFrame()
         if len(fc) and {"yhat", "lo", "hi"} <= set(fc.columns):
-            x = _ms(fc["ts"])
-            if len(x) != len(self.band.data["x"]) or (len(x) and x[0] != self.band.data["x"][0]):
-                self.band.data = {"x": x, "yhat": fc["yhat"].to_numpy(), "lo": fc["lo"].to_numpy(),
-                                  "hi": fc["hi"].to_numpy()}
+            self._draw_forecast(fc)
         elif self.range.value != "live":
             self.band.data = {"x": [], "yhat": [], "lo": [], "hi": []}
+        self.forecast_item.visible = self.band_item.visible = bool(len(self.band.data["x"]))
+        if chosen:
+            self.forecast_item.label = literal(f"forecast of {chosen[0]}")
+        self._label_lines()
         self.health.object = (f"source: {getattr(self.source, 'mode', '?')} · ticks {self.ticks} · "
                               f"callback errors {self.errors} · source errors {getattr(self.source, 'errors', 0)}")
+
+    def _draw_forecast(self, fc: pd.DataFrame) -> None:
+        """The first chosen series' forecast, over the future only: it starts at the line's newest point
+        (band of zero width there) and keeps the steps after it, at most ``FORECAST_SHARE`` of the span shown."""
+        line = self.lines[0].data
+        if not len(line["x"]):
+            return
+        x_last, y_last = float(line["x"][-1]), float(line["y"][-1])
+        x = _ms(fc["ts"]).astype(np.float64)
+        span = x_last - float(line["x"][0])
+        keep = (x > x_last) & (x <= x_last + max(span * FORECAST_SHARE, 1000.0))
+        if not keep.any():  # a forecast made before the newest point only covers the past: none drawn
+            if len(self.band.data["x"]):
+                self.band.data = {"x": [], "yhat": [], "lo": [], "hi": []}
+            return
+        new = {"x": np.concatenate([[x_last], x[keep]]),
+               "yhat": np.concatenate([[y_last], fc["yhat"].to_numpy(dtype=np.float64)[keep]]),
+               "lo": np.concatenate([[y_last], fc["lo"].to_numpy(dtype=np.float64)[keep]]),
+               "hi": np.concatenate([[y_last], fc["hi"].to_numpy(dtype=np.float64)[keep]])}
+        old = self.band.data["x"]
+        if len(old) != len(new["x"]) or not len(old) or old[0] != new["x"][0] or old[-1] != new["x"][-1]:
+            self.band.data = new
+
+    def _label_lines(self) -> None:
+        """Each drawn line's name at its newest point (in the line's colour)."""
+        xs, ys, texts, colors = [], [], [], []
+        for i, key in enumerate(self.chosen):
+            data = self.lines[i].data
+            if len(data["x"]):
+                xs.append(float(data["x"][-1]))
+                ys.append(float(data["y"][-1]))
+                texts.append(key)
+                colors.append(SERIES_COLORS[i % len(SERIES_COLORS)])
+        if texts != list(self.ends.data["text"]) or xs != list(self.ends.data["x"]):
+            self.ends.data = {"x": xs, "y": ys, "text": texts, "color": colors}
 
     def _resync(self) -> None:
         """Replace the lines' data with the live snapshot: reaches a browser that attached late (Voila)."""

@@ -50,10 +50,17 @@ __all__ = [
 
 def query(stream: str, store_target: str | Settings | None = None, **params: Any) -> Any:
     """Points of ``stream`` as a DataFrame, e.g. ``query("pumps", last="6h", every="5min")`` (parameters of
-    :meth:`nexus_kernel.storage.Store.query`), from the store :func:`store` gives for ``store_target``."""
+    :meth:`nexus_kernel.storage.Store.query`), from the store :func:`store` gives for ``store_target``.
+
+    An empty frame means the stream has no points in that range; a stream with no stored points at all
+    raises :class:`~nexus_kernel.storage.UnknownStreamError` (a ``LookupError``) naming the known streams."""
     opened = store(store_target)
     try:
-        return opened.query(stream, **params)
+        frame = opened.query(stream, **params)
+        if not len(frame):  # nothing in range, or no such stream: say which
+            storage = importlib.import_module("nexus_kernel.storage")
+            storage.check_stream(opened, stream)
+        return frame
     finally:
         opened.close()
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -182,25 +183,63 @@ class UpView:
             row["latest"] = {k: round(v, 3) for k, v in sorted(self.latest.get(name, {}).items())}
         return rows
 
+    #: the table's columns: heading (two lines) and status field; ``records in`` / ``records out`` are
+    #: the API's ``records_in`` / ``records_out``; ``anomalies`` reads "injected / detected"
+    COLUMNS = (("stream", "name"), ("state", "state"), ("source", "source"), ("rate\n/s", "rate"),
+               ("lag\ns", "lag"), ("records\nin", "records_in"), ("records\nout", "records_out"),
+               ("dead\nletters", "dead_letters"), ("anomalies\ninj / det", "anomalies"))
+
+    @staticmethod
+    def _cell(key: str, r: dict[str, Any]) -> str:
+        if key == "anomalies":
+            return " / ".join("-" if r.get(k) is None else f"{r[k]:,}" for k in ("anomalies_injected", "anomalies_detected"))
+        value = r.get(key)
+        if value is None:
+            return "-"
+        if key == "rate":
+            return f"{value:,.0f}"
+        if key == "lag":
+            return f"{value:.1f}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
     def render(self, rows: list[dict[str, Any]]) -> Group:
-        table = Table(title="Nexus streams", expand=False)
-        for col in ("stream", "state", "source", "rate/s", "lag s", "in", "out", "dead letters",
-                    "anomalies injected", "anomalies detected"):
-            table.add_column(col, justify="right" if col not in ("stream", "state", "source") else "left")
-        for r in rows:
-            table.add_row(r["name"], r["state"], r["source"], f"{r['rate']:.0f}",
-                          "-" if r["lag"] is None else f"{r['lag']:.1f}", f"{r['records_in']:,}",
-                          f"{r['records_out']:,}", f"{r['dead_letters']:,}",
-                          "-" if r["anomalies_injected"] is None else str(r["anomalies_injected"]),
-                          "-" if r["anomalies_detected"] is None else str(r["anomalies_detected"]))
+        """The streams table, each stream's newest values and its latest anomalies.
+
+        Values are never cut: every column is at least as wide as its widest value, so a stream name
+        stays whole at 80 columns; when the table would be wider than the terminal, the ``source``
+        column is left out. The newest-values table shows as many series as fit (and says how many more).
+        """
+        width = self.console.width if getattr(self, "console", None) is not None else 80
+        cells = [[self._cell(key, r) for _, key in self.COLUMNS] for r in rows]
+        widths = [max([len(c[i]) for c in cells] + [len(w) for w in head.split("\n")])
+                  for i, (head, _) in enumerate(self.COLUMNS)]
+        shown = list(range(len(self.COLUMNS)))
+        if sum(widths) + 2 * len(widths) - 2 > width:  # no box; one space each side of a column but the edges
+            shown.remove(2)  # source: the least needed to read the stream's health
+        table = Table(title="Nexus streams", expand=False, box=None, padding=(0, 1), pad_edge=False)
+        for i in shown:
+            head, key = self.COLUMNS[i]
+            table.add_column(head, justify="left" if key in ("name", "state", "source") else "right", no_wrap=True,
+                             min_width=widths[i])
+        for row in cells:
+            table.add_row(*(row[i] for i in shown))
         parts: list[Any] = [table]
         for r in rows:
             if not r["latest"]:
                 continue
-            values = Table(title=f"{r['name']}: last value per series", expand=False)
-            items = list(r["latest"].items())[:12]
+            items: list[tuple[str, float]] = []
+            used = 0
+            for key, v in r["latest"].items():
+                cost = max(len(key), len(f"{v:.2f}")) + 3
+                if used + cost > width - 2 or len(items) == 12:
+                    break
+                items.append((key, v))
+                used += cost
+            more = len(r["latest"]) - len(items)
+            title = f"{r['name']}: last value per series" + (f" (first {len(items)}; {more} more)" if more else "")
+            values = Table(title=title, expand=False, box=box.SIMPLE_HEAD)
             for key, _ in items:
-                values.add_column(key, justify="right")
+                values.add_column(key, justify="right", no_wrap=True)
             values.add_row(*(f"{v:.2f}" for _, v in items))
             parts.append(values)
             if r.get("recent_anomalies"):
@@ -220,7 +259,7 @@ class UpView:
             latest = " ".join(f"{k}={v:.2f}" for k, v in list(r["latest"].items())[:5])
             out.append(
                 f"{time.strftime('%H:%M:%S')} stream={r['name']} state={r['state']} rate={r['rate']:.0f}/s "
-                f"in={r['records_in']} out={r['records_out']} dead_letters={r['dead_letters']} "
+                f"records_in={r['records_in']} records_out={r['records_out']} dead_letters={r['dead_letters']} "
                 f"anomalies_injected={r['anomalies_injected']} anomalies_detected={r['anomalies_detected']} "
                 f"{latest}".rstrip())
         return "\n".join(out)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._analyzer import ANOMALY_COLUMNS, Analyzer, empty_anomalies
 from ._detect import detect
+from ._reasons import describe_reason
 from .detectors import (
     BOCPD,
     EWMA,
@@ -36,6 +37,7 @@ from .seasonality import dominant_period, find_period, seasonal_strength
 
 __all__ = [
     "detect",
+    "describe_reason",
     "Analyzer",
     "ANOMALY_COLUMNS",
     "empty_anomalies",

@@ -119,6 +119,29 @@ class AsyncClient(_Common, Endpoints):
         await self.aclose()
 
 
-def connect(url: str, token: str | None = None, *, asynchronous: bool = False, **options: Any) -> Any:
-    """A :class:`Client` (or :class:`AsyncClient` with ``asynchronous=True``) for the gateway at ``url``."""
+def connect(url: str | None = None, token: str | None = None, *, asynchronous: bool = False,
+            **options: Any) -> Any:
+    """A :class:`Client` (or :class:`AsyncClient` with ``asynchronous=True``) for the gateway at ``url``.
+
+    With no ``url``: the gateway of the ``nexus up`` that owns the configured home (found through
+    ``home/runtime.json``), with a token signed by the home's own secret when none is given, so a notebook
+    on the machine that runs ``nexus up`` needs neither the URL nor a token. Raises ``LookupError`` saying
+    what to do when no ``nexus up`` owns the home.
+
+    Caveat: a locally signed token is valid for ``TOKEN_TTL`` seconds (15 minutes); call ``connect()``
+    again after that, or pass a longer-lived ``token`` (``nexus token``).
+
+    >>> client = connect()                                   # doctest: +SKIP
+    >>> client = connect("http://127.0.0.1:8765", token=t)   # doctest: +SKIP
+    """
+    if url is None:
+        from ..config import load_settings
+        from ..runtime._discovery import live_runtime
+
+        settings = load_settings()
+        live = live_runtime(settings)
+        if live is None or live.gateway is None:
+            raise LookupError(f"no running nexus up serves a gateway for {settings.home}: start one (`nexus up`), "
+                              "or give the gateway's address: connect('http://host:8765', token=...)")
+        url, token = live.gateway, token or live.token()
     return (AsyncClient if asynchronous else Client)(url, token, **options)

@@ -50,6 +50,15 @@ _ALLOWED: dict[str, dict[str, str]] = {
 }
 
 
+# Why a refused move is refused, where the state alone does not say it (appended to the error).
+_WHY_NOT: dict[tuple[str, str], str] = {
+    ("delete", "running"): ", and a stream is deleted only once stopped, so that no pipeline keeps running without "
+                           "its saved spec: stop it first",
+    ("delete", "paused"): ", and a paused stream still holds its source and open windows; a stream is deleted only "
+                          "once stopped (which flushes them): stop it first",
+}
+
+
 class StreamStateError(RuntimeError):
     """A lifecycle transition that the stream's state does not allow, or an unknown stream."""
 
@@ -155,8 +164,9 @@ class StreamManager:
             target = _ALLOWED[action].get(state)
             if target is None:
                 allowed = sorted(a for a, moves in _ALLOWED.items() if state in moves)
+                why = _WHY_NOT.get((action, state), "")
                 raise StreamStateError(
-                    f"cannot {action} stream '{name}': it is {state} (allowed now: {', '.join(allowed) or 'none'})")
+                    f"cannot {action} stream '{name}': it is {state}{why} (allowed now: {', '.join(allowed) or 'none'})")
             if target == "deleted":
                 del data["streams"][name]
             else:

@@ -9,7 +9,7 @@ import json
 
 import click
 
-from ..config import load_settings
+from .._clictx import settings_for
 from ._auth import ROLES, mint_token
 from ._keys import KeyStore
 
@@ -28,7 +28,7 @@ def keys() -> None:
 @click.option("--stream", "streams", multiple=True, help="Limit the key to this stream (repeatable).")
 def keys_create(name: str, role: str, streams: tuple[str, ...]) -> None:
     """Create a key; it is printed once."""
-    key, entry = KeyStore.for_home(load_settings().home).create(name, role, list(streams) or None)
+    key, entry = KeyStore.for_home(settings_for().home).create(name, role, list(streams) or None)
     click.echo(key)
     click.echo(f"id {entry['id']} · role {role}" + (f" · streams {', '.join(streams)}" if streams else ""), err=True)
 
@@ -37,7 +37,7 @@ def keys_create(name: str, role: str, streams: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON (no secrets: only ids and hashes).")
 def keys_list(as_json: bool) -> None:
     """List the keys of this home: id, name, role, active or revoked, and stream scope."""
-    entries = KeyStore.for_home(load_settings().home).list()
+    entries = KeyStore.for_home(settings_for().home).list()
     if as_json:
         click.echo(json.dumps(entries))
         return
@@ -50,7 +50,7 @@ def keys_list(as_json: bool) -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke the key with this id (from `nexus keys list`); open connections using it are closed."""
-    if not KeyStore.for_home(load_settings().home).revoke(key_id):
+    if not KeyStore.for_home(settings_for().home).revoke(key_id):
         raise click.ClickException(f"no active key with id {key_id}")
     click.echo(f"revoked {key_id}")
 
@@ -63,7 +63,7 @@ def keys_revoke(key_id: str) -> None:
 @click.option("--stream", "streams", multiple=True, help="Limit the token to this stream (repeatable).")
 def token(subject: str, role: str, ttl: float | None, streams: tuple[str, ...]) -> None:
     """Mint a signed JWT for the gateway."""
-    click.echo(mint_token(load_settings(), subject, role, ttl=ttl, streams=list(streams) or None))
+    click.echo(mint_token(settings_for(), subject, role, ttl=ttl, streams=list(streams) or None))
 
 
 gateway_commands: list[click.Command] = [keys, token]

@@ -10,6 +10,7 @@ import tornado.web
 from pydantic import BaseModel, Field
 
 from ..engine import StreamStateError
+from ..storage._known import unknown_stream_message
 from . import _models as m
 from ._base import ApiHandler, check_name, operation, route
 from ._errors import ApiError
@@ -256,9 +257,23 @@ class QueryHandler(ApiHandler):
                                         end=q.end, every=q.every, agg=q.agg, field=q.field)
         except (ValueError, TypeError) as exc:
             raise ApiError(422, str(exc)[:300], field="query") from None
+        if not len(frame):  # nothing in range, or no such stream: a misspelt name is a 404 naming the streams
+            await _require_known(self, name)
         if q.limit is not None:
             frame = frame.sort_values("ts", kind="stable").tail(q.limit) if len(frame) else frame
         _frame_answer(self, frame, q.format)
+
+
+async def _require_known(handler: ApiHandler, name: str) -> None:
+    """404 naming the caller's streams unless ``name`` is registered or has stored points."""
+    manager = handler.services.manager
+    if manager is not None and name in manager.streams():
+        return
+    stored = await handler.blocking(handler.services.store.streams)
+    if name not in stored:
+        scope = handler.principal.streams
+        visible = [k for k in stored if scope is None or k in scope]
+        raise ApiError(404, unknown_stream_message(name, visible), field="name")
 
 
 @route("/api/streams/{name}/latest", tag="query")

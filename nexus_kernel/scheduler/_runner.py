@@ -108,7 +108,7 @@ def run_notebook(job: str, notebook: str | Path, params: dict[str, Any] | None =
     settings = settings or load_settings()
     params = dict(params or {})
     notebook = Path(notebook).resolve()
-    folder = settings.runs_dir / job
+    folder = (settings.runs_dir / job).resolve()  # absolute: the kernel runs in this folder, not in ours
     folder.mkdir(parents=True, exist_ok=True)
     started = pd.Timestamp.now(tz="UTC")
     run_id = f"{job}-{started:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:6]}"

@@ -28,6 +28,7 @@ from ._duckdb import DuckDBStore
 from ._postgres import PostgresStore
 from ._spool import ResilientStore, Spool, SpoolFullError
 from ._backup import backup, restore
+from ._known import UnknownStreamError, check_stream
 
 __all__ = [
     "AGGREGATES",
@@ -50,7 +51,9 @@ __all__ = [
     "TABLES",
     "TableSpec",
     "UnknownStoreError",
+    "UnknownStreamError",
     "backup",
+    "check_stream",
     "open_store",
     "parse_span",
     "parse_time",

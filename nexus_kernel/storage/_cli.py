@@ -20,6 +20,7 @@ import click
 
 from ._backup import backup as _backup
 from ._backup import restore as _restore
+from ._known import check_stream
 from ._protocol import AGGREGATES, StoreError, open_store
 
 __all__ = ["storage_commands", "query", "backup", "restore"]
@@ -63,7 +64,9 @@ def query(stream, series, start, end, last, every, agg, field, limit, fmt, store
     try:
         frame = store.query(stream, series=list(series) or None, start=start, end=end, last=last, every=every,
                             agg=agg or ("mean",), field=field)
-    except (ValueError, StoreError) as exc:
+        if not len(frame):
+            check_stream(store, stream)
+    except (ValueError, LookupError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()

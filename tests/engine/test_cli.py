@@ -114,7 +114,7 @@ def test_nexus_up_runs_headless_shows_live_figures_and_stops_cleanly_on_sigint(t
     assert proc.returncode == 0, err
     ticks = [ln for ln in lines if "stream=sensors" in ln]
     assert len(ticks) >= 4
-    counts = [int(re.search(r" in=(\d+)", ln).group(1)) for ln in ticks]
+    counts = [int(re.search(r" records_in=(\d+)", ln).group(1)) for ln in ticks]  # named as the API names it
     assert counts[-1] > counts[0] > 0, "the live view must show records flowing"
     assert re.search(r"s0000=-?\d+\.\d+", ticks[-1]), "per-series last values are shown"
     assert "dead_letters=" in ticks[-1] and "anomalies_injected=" in ticks[-1]

@@ -34,6 +34,8 @@ def test_lifecycle_and_every_refusal(settings):
     assert m.status("plant")["state"] == "paused"
     with pytest.raises(StreamStateError, match="allowed now: resume, stop"):
         m.pause("plant")
+    with pytest.raises(StreamStateError, match="a paused stream still holds its source .* stop it first"):
+        m.delete("plant")  # the refusal says why, not only what is allowed
     assert m.resume("plant") == "running"
     assert m.stop("plant") == "stopped"
     assert m.pipelines["plant"].state == "stopped"

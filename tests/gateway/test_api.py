@@ -146,3 +146,15 @@ def test_health_ready_metrics(gw):
     httpx.get(gw.url + "/api/streams")  # a refusal, counted
     text = httpx.get(gw.url + "/metrics").text
     assert 'nexus_gateway_requests_total{method="GET",route="/api/streams",status="401"}' in text
+
+
+def test_query_of_an_unknown_stream_is_a_404_naming_the_streams(gw):
+    """A misspelt stream is an error that lists the streams; a known one with nothing in range is empty."""
+    client = connect(gw.url, token=gw.token("analyst"))
+    client.ingest("pumps", _records(3))
+    r = httpx.get(f"{gw.url}/api/streams/pumsp/query", headers={"Authorization": f"Bearer {gw.token('viewer')}"})
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"] == "no stream named 'pumsp' (streams: pumps)"
+    with pytest.raises(NexusError, match="no stream named 'pumsp'"):
+        client.query("pumsp")
+    assert client.query("pumps", start="2030-01-01").empty  # known stream, empty range: no error

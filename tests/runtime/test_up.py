@@ -143,3 +143,25 @@ def test_a_core_only_nexus_up_runs_headless_and_says_the_monitor_needs_the_extra
     assert ticks and re.search(r"s0000=-?\d+\.\d+", ticks[-1]), ran.stdout  # values, read from the bus
     assert "stopped cleanly" in ran.stdout
     assert not (tmp_path / "home" / "runtime.json").exists()  # withdrawn on the clean stop
+
+
+def test_the_terminal_table_keeps_names_whole_at_80_columns_and_names_counters_as_the_api() -> None:
+    """At 80 columns a long stream name is not cut to "stre…" (the source column goes instead); the
+    counters read as the API's records_in / records_out, in the table and the headless line."""
+    rows = [dict(name=name, state="running", source="simulator", rate=200.0, lag=0.24, records_in=1234567,
+                 records_out=2345, dead_letters=697, anomalies_injected=65, anomalies_detected=216,
+                 latest={f"s{i:04d}": 60.0 + i for i in range(20)}, recent_anomalies=[], last_error=None)
+             for name in ("sensors", "plant-north-7")]
+    for width, with_source in ((80, False), (140, True)):
+        out = io.StringIO()
+        console = Console(file=out, width=width, force_terminal=False)
+        console.print(UpView(None, console, headless=False).render(rows))  # type: ignore[arg-type]
+        text = out.getvalue()
+        assert "…" not in text, text
+        assert re.search(r"plant-north-7 +running", text) or re.search(r"plant-north-7 +running +simulator", text)
+        assert ("simulator" in text) is with_source
+        assert "records" in text and "1,234,567" in text and "2,345" in text and "65 / 216" in text
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert "more)" in text if width == 80 else True  # the series that do not fit are counted, not cut
+    line = UpView(None, Console(file=io.StringIO()), headless=True).line(rows)  # type: ignore[arg-type]
+    assert "records_in=1234567 records_out=2345" in line

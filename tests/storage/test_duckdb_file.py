@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from nexus_kernel.storage import DuckDBStore, StoreLockedError, open_store
@@ -53,6 +54,15 @@ def test_history_survives_a_restart_and_cli_prints_it(tmp_path, monkeypatch):
     assert out.exit_code == 0 and "sensors" in out.output
     out = runner.invoke(commands["query"], ["sensors", "--every", "nonsense"])
     assert out.exit_code != 0 and "not a duration" in out.output
+    out = runner.invoke(commands["query"], ["sensor"])  # misspelt: an error naming the streams, not "no points"
+    assert out.exit_code == 1 and "no stream named 'sensor' (streams: sensors)" in out.output
+    out = runner.invoke(commands["query"], ["sensors", "--start", "2030-01-01"])
+    assert out.exit_code == 0 and "no points for 'sensors' in that range" in out.output
+    import nexus_kernel as nk
+
+    with pytest.raises(LookupError, match="no stream named 'nosuch' \\(streams: sensors\\)"):
+        nk.query("nosuch")
+    assert nk.query("sensors", start="2030-01-01").empty
     folder = tmp_path / "bk"
     out = runner.invoke(commands["backup"], [str(folder)])
     assert out.exit_code == 0 and json.loads(out.output)["points"] == 60
