@@ -259,6 +259,7 @@ _MOUNTED = {
     "keys": ("nexus_kernel.gateway._cli", "gateway_commands"),
     "token": ("nexus_kernel.gateway._cli", "gateway_commands"),
     "schedule": ("nexus_kernel.scheduler._cli", "schedule_commands"),
+    "verify": ("nexus_kernel.anchoring._cli", "anchoring_commands"),
 }
 
 

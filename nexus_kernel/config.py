@@ -148,6 +148,7 @@ class Settings(BaseSettings):
     forecast_level: float = Field(0.9, gt=0, lt=1, description="Coverage of served prediction bands.")
 
     # Anchoring (nexus_kernel/anchoring): the Merkle log, its signing key, the anchor service
+    anchor_enabled: bool = Field(True, description="Run the anchoring service in the runtime (`nexus up`).")
     anchor_backend: str = Field("ledger", description="Anchor backend tree heads are published to: 'ledger' (in "
                                 "the store, the default), 'evm', 'irys', or a plugin's name.")
     anchor_key: SecretStr | None = Field(
