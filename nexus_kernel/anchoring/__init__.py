@@ -16,6 +16,7 @@ from ._log import LogError, MerkleLog
 from ._merkle import MerkleTree, leaf_hash, node_hash
 from ._proofs import check_consistency, check_inclusion
 from ._bundle import BUNDLE_SCHEMA, dump_bundle, parse_bundle
+from ._job import anchor_span
 from ._queue import AnchorQueue
 from ._service import TOPIC_KINDS, AnchorService
 from ._verify import Verdict, build_bundle, verify_bundle, verify_item
@@ -38,6 +39,7 @@ __all__ = [
     "BUNDLE_SCHEMA",
     "TOPIC_KINDS",
     "Verdict",
+    "anchor_span",
     "build_bundle",
     "dump_bundle",
     "parse_bundle",

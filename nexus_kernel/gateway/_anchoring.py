@@ -65,9 +65,9 @@ class VerifyHandler(ApiHandler):
                response=VerdictModel, stream_param=None)
     async def get(self, item_id: str) -> None:
         _unscoped(self)
-        if not _ITEM_ID.fullmatch(item_id):
-            raise ApiError(422, "invalid item_id: '<kind>:<24 hex digits>', as nexus verify prints it",
-                           field="item_id")
+        if not _ITEM_ID.fullmatch(item_id):  # no item has such an id (ids are '<kind>:<24 hex digits>')
+            raise ApiError(404, "no item has this id: item ids are '<kind>:<24 hex digits>', as nexus verify "
+                           "--list prints them", field="item_id")
         from ..anchoring import verify_item
 
         verdict = await self.blocking(verify_item, item_id, self.services.store, self.services.settings,
