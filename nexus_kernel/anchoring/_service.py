@@ -78,6 +78,7 @@ class AnchorService:
         self._unlogged: deque[tuple[str, pd.DataFrame]] = deque()
         self._attempts = 0
         self._next_try = 0.0
+        self.backoff = 0.0  # the wait before the next try after the last AnchorUnavailable (s)
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,6 +173,7 @@ class AnchorService:
                 self._attempts += 1
                 wait = min(self.retry_max, self.first_retry * 2 ** (self._attempts - 1))
                 self._next_try = time.monotonic() + wait
+                self.backoff = wait
                 self.stats["unavailable"] += 1
                 self.last_error = str(exc)
                 log.warning("anchoring: %s; retrying in %.1f s", exc, wait)
