@@ -6,8 +6,8 @@ largest power of two ``k < n``: ``MTH(D[n]) = node(MTH(D[0:k]), MTH(D[k:n]))``.
 
 How it is kept: ``levels[h]`` holds, as 32-byte slices of one ``bytearray``, the hash of every *complete*
 aligned subtree of ``2**h`` leaves made so far. Appending a leaf adds it to level 0 and, while a level
-has an even count, the hash of its last two entries to the level above — one inner hash per leaf
-amortised, so appending ``n`` leaves costs ``n`` leaf hashes and fewer than ``n`` node hashes. The right
+completes a pair, the hash of that pair to the level above (done in bulk, level by level) — one
+inner hash per leaf amortised, so appending ``n`` leaves costs ``n`` leaf hashes and fewer than ``n`` node hashes. The right
 edge of these levels is the frontier; every left part of the RFC's recursive split is an aligned
 complete subtree, so any ``MTH(D[a:b])`` a proof needs is read from the levels and at most ``log2 n``
 hashes, and a proof costs ``O(log² n)`` hashes at worst, no leaf re-hashing.
@@ -68,26 +68,34 @@ class MerkleTree:
 
     def extend(self, data: Iterable[bytes]) -> int:
         """Append the leaves with these data (hashed here); returns the new size."""
-        return self.extend_hashes([sha256(_LEAF + d).digest() for d in data])
+        sha = sha256
+        return self.extend_hashes([sha(_LEAF + d).digest() for d in data])
 
     def extend_hashes(self, hashes: Iterable[bytes]) -> int:
-        """Append leaves given by their leaf hashes (32 bytes each); returns the new size."""
-        levels = self.levels
-        leaves = levels[0]
-        for h in hashes:
-            if len(h) != 32:
-                raise ValueError("a leaf hash is 32 bytes")
-            leaves += h
-            count = len(leaves) >> 5
-            level = 0
-            while count & 1 == 0:  # the new entry completes a pair: its parent is complete too
-                row = levels[level]
-                if level + 1 == len(levels):
-                    levels.append(bytearray())
-                parent = levels[level + 1]
-                parent += sha256(_NODE + row[-64:]).digest()
-                level += 1
-                count >>= 1
+        """Append leaves given by their leaf hashes (32 bytes each); returns the new size.
+
+        Level by level and in bulk (one comprehension per level, not a loop per leaf): the inner hashes
+        are those of the pairs completed by the new leaves, the same as appending them one at a time.
+        """
+        new = list(hashes)
+        if any(len(h) != 32 for h in new):
+            raise ValueError("a leaf hash is 32 bytes")
+        levels, sha, node = self.levels, sha256, _NODE
+        levels[0] += b"".join(new)
+        level = 0
+        while True:
+            row = levels[level]
+            if level + 1 == len(levels):
+                levels.append(bytearray())
+            parent = levels[level + 1]
+            have, want = len(parent) >> 5, len(row) >> 6
+            if want == have:  # no new pair here, so none above either
+                break
+            pairs = bytes(row[have * 64:want * 64])
+            parent += b"".join([sha(node + pairs[j:j + 64]).digest() for j in range(0, len(pairs), 64)])
+            level += 1
+        while len(levels) > 1 and not levels[-1]:
+            levels.pop()
         return self.size
 
     def leaf(self, index: int) -> bytes:
