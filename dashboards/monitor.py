@@ -11,7 +11,9 @@
   its ``reason``);
 * **series picker** that stays fast with thousands of series (a searchable ``MultiChoice`` that shows at
   most ``option_limit`` matches), and a **time range** selector: live, or history read from the store;
-* **job runs** (failed ones show the failing cell) and placeholders for alerts, anchoring and narrative.
+* **job runs** (failed ones show the failing cell), the **Anchoring** panel (recent anchors; verify any
+  anomaly of the feed on a click, through the gateway: ``dashboards/_anchoring_panel.py``) and placeholders
+  for alerts and narrative.
 
 Points are downsampled with LTTB (``tsdownsample``) before they reach the browser: at most
 ``max_points`` per series in history mode, and at most ``chunk_points`` new points per series per tick in
@@ -62,6 +64,7 @@ from bokeh.models import ColumnDataSource
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
+from ._anchoring_panel import AnchoringPanel, anchoring_api
 from ._auth import COOKIE, MonitorAuth, MonitorSession, current_session, log_request
 from ._feed import Feed, Tick, downsample, feed_for, to_ms
 from ._source import MonitorSource, explain, is_change_point
@@ -167,6 +170,7 @@ class Monitor:
             self.control.param.watch(self._on_control, "value")
 
         placeholder = dict(sizing_mode="stretch_width", styles={"color": "#777"})
+        self.anchoring = AnchoringPanel(anchoring_api(source))  # dashboards/_anchoring_panel.py
         self.layout = pn.Column(
             pn.pane.Markdown("## Nexus Stream · live monitor"),
             self.banner,
@@ -179,7 +183,7 @@ class Monitor:
                 pn.Column(pn.pane.Markdown("### Anomalies (click one to see why)"), self.anomaly_feed, sizing_mode="stretch_width"),
                 pn.Column(pn.pane.Markdown("### Job runs"), self.runs,
                           pn.pane.Markdown("### Alerts\n_Alert rules appear here._", **placeholder),
-                          pn.pane.Markdown("### Anchoring\n_Anchored batches and proofs appear here._", **placeholder),
+                          self.anchoring.layout,
                           pn.pane.Markdown("### Narrative\n_The plain-language summary appears here._", **placeholder),
                           sizing_mode="stretch_width"),
                 sizing_mode="stretch_width",
@@ -321,6 +325,7 @@ class Monitor:
             self.anomaly_feed.object = slow.feed_html
         if self.runs.object != slow.runs_html:
             self.runs.object = slow.runs_html
+        self.anchoring.tick(slow.anomalies)
         if time.monotonic() < self.resync_until and self.range.value == "live":
             self._resync()
         if self._marks_seen != (slow.anomalies_version, tuple(self.chosen)):
