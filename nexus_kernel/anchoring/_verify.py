@@ -4,6 +4,7 @@ Steps, in order (the walk stops at the first that fails, since later ones would 
 
 =============  =====================================================================================
 ``bundle``     the bundle has the documented form (bundles only)
+``log``        the log's leaves are whole (live checks: a deleted leaf fails here)
 ``item``       the item exists (in the store, for a live check); its id is the id of its kind and key,
                and its canonical encoding is the one re-derived from its fields
 ``leaf``       SHA-256(0x00 || encoding) is the leaf hash the log recorded — a stored value changed after
@@ -223,6 +224,9 @@ def build_bundle(iid: str, store: Any, log: MerkleLog | None = None) -> tuple[di
         return None, VerifyStep("item", False, f"the {rec['kind']} {_describe(rec['item_key'])} logged at leaf "
                                 f"{rec['idx']} is no longer in the store")
     head, anchor = anchored_head(log, store, rec["idx"])
+    if head is not None and head.tree_size > log.size:
+        return None, VerifyStep("log", False, f"the log holds {log.size} leaves but a signed head covers "
+                                f"{head.tree_size}: leaves were deleted")
     if head is None:
         return None, VerifyStep("tree head", False, f"no signed tree head covers leaf {rec['idx']} yet "
                                 "(its batch has not closed)")
@@ -241,7 +245,12 @@ def build_bundle(iid: str, store: Any, log: MerkleLog | None = None) -> tuple[di
 def verify_item(iid: str, store: Any, settings: Any | None = None, log: MerkleLog | None = None,
                 trusted_key: str | None = None) -> Verdict:
     """Check item ``iid`` against the home's log and store now; ``verdict.bundle`` is what was checked."""
-    bundle, failure = build_bundle(iid, store, log)
+    from ._log import LogError
+
+    try:
+        bundle, failure = build_bundle(iid, store, log)
+    except LogError as exc:  # leaves deleted from the log: no proof can be built from it
+        return Verdict(iid, [VerifyStep("log", False, str(exc))])
     if bundle is None:
         return Verdict(iid, [failure] if failure else [])
     return Verdict(iid, walk(bundle, store, settings, trusted_key), bundle)
