@@ -1,10 +1,10 @@
 """The monitor's Anchoring panel: the newest anchors, and "verify" for any anomaly of the feed.
 
-Everything goes through the gateway's anchoring routes with an SDK client (``client.anchors()``,
-``client.verify(item_id)``): the panel never opens the store. The client is the monitor source's own
-(a gateway source has one), else one to the gateway the home's ``nexus up`` advertises, with a viewer
-token signed by the home's secret (the embedded monitor of ``nexus up``). Without a gateway the panel
-says so.
+Everything goes through the anchoring routes' calls (``anchors()``, ``verify(item_id)``): the panel never
+opens the store. A gateway source lends its SDK client (``GET /api/anchors``, ``GET /api/verify/{id}``);
+the monitor ``nexus up`` serves in its own process gets the same answers in-process
+(:class:`nexus_kernel.anchoring._api.LocalAnchoringApi`), since a blocking call to its own gateway from
+the loop that serves both would wait for itself. A source with neither shows a notice.
 
 The anomalies to pick from are those the monitor's feed shows (``anomalies`` frames, the store's
 ``anomalies`` schema); each one's item id is computed from its key (:func:`nexus_kernel.anchoring.item_id`),
@@ -41,18 +41,11 @@ def anchoring_api(source: Any) -> Any | None:
     runtime = getattr(source, "runtime", None)
     if runtime is None:
         return None
-    try:
-        import json
+    # The monitor nexus up serves runs on the loop that serves its gateway: a blocking call to that gateway
+    # from here would wait for itself. It gets the routes' answers in-process instead (same code, same JSON).
+    from nexus_kernel.anchoring._api import LocalAnchoringApi
 
-        from nexus_kernel.client import Client
-        from nexus_kernel.gateway import mint_token
-
-        settings = runtime.settings
-        info = json.loads((settings.home / "runtime.json").read_text())
-        url = info.get("gateway")
-        return Client(url, mint_token(settings, "monitor-anchoring", "viewer")) if isinstance(url, str) else None
-    except (OSError, ValueError):
-        return None
+    return LocalAnchoringApi(runtime)
 
 
 def _ids(anomalies: pd.DataFrame) -> dict[str, str]:

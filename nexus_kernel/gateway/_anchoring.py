@@ -9,7 +9,6 @@ streams, so a credential scoped to streams may not use them (403), as with job r
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -17,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from ._base import ApiHandler, operation, route
 from ._errors import ApiError
-from ._frames import columns
 from . import _models as m
 
 __all__ = ["VerifyHandler", "AnchorsHandler"]
@@ -54,11 +52,6 @@ def _unscoped(handler: ApiHandler) -> None:
         raise ApiError(403, "anchors and proofs span streams: a credential scoped to streams may not use them")
 
 
-def _log(handler: ApiHandler) -> Any:
-    service = getattr(handler.services.runtime, "anchoring", None)
-    return service.log if service is not None else None
-
-
 @route("/api/verify/{item_id}", tag="anchoring")
 class VerifyHandler(ApiHandler):
     @operation("read", "Verify an anchored item: each step of its proof with its verdict, and the proof bundle",
@@ -68,11 +61,10 @@ class VerifyHandler(ApiHandler):
         if not _ITEM_ID.fullmatch(item_id):  # no item has such an id (ids are '<kind>:<24 hex digits>')
             raise ApiError(404, "no item has this id: item ids are '<kind>:<24 hex digits>', as nexus verify "
                            "--list prints them", field="item_id")
-        from ..anchoring import verify_item
+        from ..anchoring._api import verify_answer
 
-        verdict = await self.blocking(verify_item, item_id, self.services.store, self.services.settings,
-                                      _log(self))
-        self.send(verdict.to_json(with_bundle=True))
+        service = getattr(self.services.runtime, "anchoring", None)
+        self.send(await self.blocking(verify_answer, item_id, self.services.store, self.services.settings, service))
 
 
 @route("/api/anchors", tag="anchoring")
@@ -81,10 +73,7 @@ class AnchorsHandler(ApiHandler):
                query=AnchorsParams, response=AnchorsModel, stream_param=None)
     async def get(self) -> None:
         _unscoped(self)
-        from ..anchoring import AnchorQueue
+        from ..anchoring._api import anchors_answer
 
         service = getattr(self.services.runtime, "anchoring", None)
-        state = await self.blocking(service.status) if service is not None else None
-        frame = await self.blocking(AnchorQueue(self.services.store).recent, self.query.limit)
-        frame = frame.assign(reference=[json.loads(r) for r in frame["reference"]]) if len(frame) else frame
-        self.send({"service": state, "receipts": {"rows": len(frame), "columns": columns(frame)}})
+        self.send(await self.blocking(anchors_answer, self.services.store, service, self.query.limit))

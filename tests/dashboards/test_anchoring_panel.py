@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pandas as pd
@@ -14,17 +13,27 @@ from nexus_kernel.client import Client
 from ..gateway.conftest import serve
 
 
+def _feed() -> pd.DataFrame:
+    return pd.DataFrame({"stream": ["pumps"] * 2, "series": ["a", "b"], "field": ["value"] * 2,
+                         "ts": pd.to_datetime(["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"]),
+                         "detector": ["zscore"] * 2, "score": [3.0, 4.0], "is_anomaly": [True] * 2,
+                         "reason": ["spike"] * 2})
+
+
+def _anchor(settings, store, feed=None) -> list[str]:
+    feed = _feed() if feed is None else feed
+    store.append("anomalies", feed)
+    service = AnchorService(settings, store)
+    service.ingest("anomalies", feed)
+    service.close_batch()
+    return list(store.read("log_leaves").sort_values("idx")["item_id"])
+
+
 def test_recent_anchors_and_verify_on_click(tmp_path):
     for gw in serve(tmp_path):
         store = gw.services.store
-        feed = pd.DataFrame({"stream": ["pumps"] * 2, "series": ["a", "b"], "field": ["value"] * 2,
-                             "ts": pd.to_datetime(["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"]),
-                             "detector": ["zscore"] * 2, "score": [3.0, 4.0], "is_anomaly": [True] * 2,
-                             "reason": ["spike"] * 2})
-        store.append("anomalies", feed)
-        service = AnchorService(gw.settings, store)
-        service.ingest("anomalies", feed)
-        service.close_batch()
+        feed = _feed()
+        _anchor(gw.settings, store, feed)
         with Client(gw.url, gw.token("viewer")) as client:
             panel = AnchoringPanel(anchoring_api(SimpleNamespace(client=client)))
             panel.tick(store.read("anomalies", stream="pumps"))
@@ -37,10 +46,12 @@ def test_recent_anchors_and_verify_on_click(tmp_path):
             assert panel.verify()["verified"]
 
 
-def test_embedded_source_reaches_the_advertised_gateway(tmp_path):
+def test_an_embedded_source_gets_the_same_answers_in_process(tmp_path):
     for gw in serve(tmp_path):
-        (gw.settings.home / "runtime.json").write_text(json.dumps({"gateway": gw.url}))
-        api = anchoring_api(SimpleNamespace(runtime=SimpleNamespace(settings=gw.settings)))
-        assert api is not None and api.anchors()["receipts"]["rows"] == 0
-        api.close()
+        runtime = gw.services.runtime
+        ids = _anchor(gw.settings, runtime.store)
+        local = anchoring_api(SimpleNamespace(runtime=runtime))
+        with Client(gw.url, gw.token("viewer")) as client:
+            assert local.verify(ids[0]) == client.verify(ids[0])
+            assert local.anchors(limit=3) == client.anchors(limit=3)
     assert "no gateway" in AnchoringPanel(anchoring_api(SimpleNamespace())).recent.object
