@@ -10,14 +10,17 @@ Schema ``nexus-proof-bundle/1``::
       "inclusion": {"tree_size": 64, "path": ["<hex>", ...]},          # RFC 9162 audit path, leaf side first
       "tree_head": {"payload": "<the signed canonical JSON text>", "signature": "<hex Ed25519>",
                     "public_key": "<hex raw 32-byte Ed25519 key>"},
-      "anchor":    {"backend": "ledger", "status": "final", "reference": {...}} | null
+      "anchor":    {"backend": "ledger", "status": "final", "reference": {...}} | null,
+      "consistency": {"tree_head": {...newest signed head...}, "path": ["<hex>", ...]}   # optional
     }
 
 ``reference`` is the anchor backend's own (see each backend: a ledger entry with its chain hash, a
 transaction hash and contract address, a data item id and the bundler's receipt). What the verifier
 checks, in order: the bundle's form, the item (its id and encoding re-derived from kind, key and body), the
 leaf hash, the tree head, the inclusion proof against the head's root, the head's signature, and the
-anchor, through the backend named.
+anchor, through the backend named. ``consistency`` (present when the log grew past the anchored head)
+proves with an RFC 9162 consistency proof that the newest head, signed by the same key, extends the
+anchored one: the log is append-only between the two.
 
 Example
 -------
@@ -60,6 +63,10 @@ def parse_bundle(data: bytes | str) -> dict[str, Any]:
         value = bundle[part].get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"the bundle's '{part}.{name}' is missing or not {kind.__name__}")
+    later = bundle.get("consistency")
+    if later is not None and not (isinstance(later, dict) and isinstance(later.get("tree_head"), dict)
+                                  and isinstance(later.get("path"), list)):
+        raise ValueError("the bundle's 'consistency' is not {tree_head, path}")
     if not all(isinstance(p, str) for p in bundle["inclusion"]["path"]):
         raise ValueError("the bundle's inclusion path holds something other than hex strings")
     return bundle

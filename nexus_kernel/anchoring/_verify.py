@@ -13,6 +13,8 @@ Steps, in order (the walk stops at the first that fails, since later ones would 
 ``inclusion``  the RFC 9162 audit path leads from the leaf at its index to the head's root, for the head's size
 ``signature``  the head's Ed25519 signature verifies with its public key (and that key is the trusted one,
                when given)
+``consistency`` when the log has grown since: the newest signed head (same key) extends the anchored one
+               (RFC 9162 consistency proof), so nothing before it was rewritten
 ``anchor``     the head was anchored (``final``) through a known backend
 then           the backend's own steps (``ledger entry``, ``ledger chain``; a chain's transaction, ...)
 =============  =====================================================================================
@@ -144,6 +146,14 @@ def walk(bundle: Mapping[str, Any], store: Any | None, settings: Any | None,
     if not step("signature", check_signature(head, trusted_key),
                 f"Ed25519 by key {head.public_key[:16]}...{' (the trusted key)' if trusted_key else ''}"):
         return steps
+    # consistency (when the log grew past the anchored head: the newer head extends it, nothing rewritten)
+    later = bundle.get("consistency")
+    if later is not None:
+        problem = _check_later(head, later, trusted_key)
+        detail = "" if problem else (f"the log's newer head of {parse_payload(later['tree_head']['payload'])['size']} "
+                                     f"leaves extends this one ({len(later['path'])} hashes, RFC 9162 §2.1.4.2)")
+        if not step("consistency", problem, detail):
+            return steps
     # anchor
     anchor = bundle.get("anchor")
     if anchor is None:
@@ -170,6 +180,24 @@ def walk(bundle: Mapping[str, Any], store: Any | None, settings: Any | None,
     finally:
         backend.close()
     return steps
+
+
+def _check_later(head: SignedTreeHead, later: Mapping[str, Any], trusted_key: str | None) -> str | None:
+    """None when ``later`` holds a head signed by the same key whose tree extends ``head``'s."""
+    from ._proofs import check_consistency
+
+    try:
+        newer = SignedTreeHead(**{k: later["tree_head"][k] for k in ("payload", "signature", "public_key")})
+        path = [_hex(p, "a consistency proof hash") for p in later["path"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"the newer head or its proof is malformed ({exc})"
+    if newer.public_key != head.public_key:
+        return "the newer head is signed by another key than the anchored one"
+    bad = check_signature(newer, trusted_key)
+    if bad is not None:
+        return f"the newer head's signature: {bad}"
+    problem = check_consistency(head.tree_size, newer.tree_size, path, head.root, newer.root)
+    return None if problem is None else f"the log's newer head does not extend this one: {problem}"
 
 
 def _describe(key: Mapping[str, Any]) -> str:
@@ -230,7 +258,7 @@ def build_bundle(iid: str, store: Any, log: MerkleLog | None = None) -> tuple[di
     if head is None:
         return None, VerifyStep("tree head", False, f"no signed tree head covers leaf {rec['idx']} yet "
                                 "(its batch has not closed)")
-    return {
+    bundle: dict[str, Any] = {
         "schema": BUNDLE_SCHEMA,
         "item": {"id": iid, "kind": rec["kind"], "key": rec["item_key"], "body": body},
         "encoding": encode_item(rec["kind"], body).hex(),
@@ -239,7 +267,12 @@ def build_bundle(iid: str, store: Any, log: MerkleLog | None = None) -> tuple[di
                       "path": [p.hex() for p in log.inclusion_proof(rec["idx"], head.tree_size)]},
         "tree_head": head.to_json(),
         "anchor": anchor,
-    }, None
+    }
+    latest = log.latest_head()
+    if latest is not None and latest.tree_size > head.tree_size and latest.tree_size <= log.size:
+        bundle["consistency"] = {"tree_head": latest.to_json(),
+                                 "path": [p.hex() for p in log.consistency_proof(head.tree_size, latest.tree_size)]}
+    return bundle, None
 
 
 def verify_item(iid: str, store: Any, settings: Any | None = None, log: MerkleLog | None = None,

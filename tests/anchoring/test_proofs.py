@@ -253,3 +253,58 @@ def test_broken_inclusion_proofs_are_refused(tree, index, size):
                                                                   *path[k + 1:]], root)) for k in range(len(path))]
     for what, args in bad:
         assert check_inclusion(*args) is not None, what
+
+
+# -- a log that grew past the anchored head: the bundle proves the newer head extends it ------------------
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    from nexus_kernel.config import load_settings
+
+    settings = load_settings(home=tmp_path_factory.mktemp("grown"))
+    store = DuckDBStore(":memory:")
+    frame = _anomalies(9)
+    store.append("anomalies", frame)
+    service = AnchorService(settings, store)
+    service.ingest("anomalies", frame.iloc[:5])
+    service.close_batch()
+    service.ingest("anomalies", frame.iloc[5:])
+    service.close_batch()
+    first = store.read("log_leaves").sort_values("idx")["item_id"].iloc[2]
+    verdict = verify_item(first, store, settings)
+    assert verdict.verified, verdict.text()
+    yield settings, verdict
+    store.close()
+
+
+def test_a_grown_log_proves_it_extends_the_anchored_head(grown):
+    settings, verdict = grown
+    assert verdict.bundle["inclusion"]["tree_size"] == 5 and "consistency" in verdict.bundle
+    assert "consistency" in [s.step for s in verdict.steps]
+    assert verify_bundle(json.dumps(verdict.bundle), settings).verified
+
+
+def _later_by_other_key(bundle):
+    key = Ed25519PrivateKey.generate()
+    bundle["consistency"]["tree_head"]["signature"] = key.sign(bundle["consistency"]["tree_head"]["payload"].encode()).hex()
+
+
+GROWN_CASES = {
+    "a bit flipped in the consistency proof": lambda b: b["consistency"]["path"].__setitem__(
+        0, _flip(b["consistency"]["path"][0], 5)),
+    "a consistency hash removed": lambda b: b["consistency"]["path"].pop(),
+    "newer head signed by another key": _later_by_other_key,
+    "newer head of another root": lambda b: b["consistency"]["tree_head"].update(
+        payload=b["consistency"]["tree_head"]["payload"].replace(
+            json.loads(b["consistency"]["tree_head"]["payload"])["root"], "cd" * 32)),
+}
+
+
+@pytest.mark.parametrize("case", list(GROWN_CASES))
+def test_a_broken_consistency_part_is_refused(grown, case):
+    settings, verdict = grown
+    broken = copy.deepcopy(verdict.bundle)
+    GROWN_CASES[case](broken)
+    result = verify_bundle(json.dumps(broken), settings)
+    assert result.failed_step == "consistency", result.text()

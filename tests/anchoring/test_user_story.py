@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 NEXUS = [sys.executable, "-m", "nexus_kernel.cli"]
-BOUND = 120.0  # seconds to wait for the simulator's first anchored anomaly (polled, not a timing check)
+BOUND = 300.0  # seconds to wait for the simulator's first anchored anomaly (polled, not a timing check)
 
 
 def _env(home: Path | None) -> dict[str, str]:
@@ -62,7 +62,7 @@ def _first_verified_anomaly(home: Path, cwd: Path, proc: subprocess.Popen) -> tu
 def test_verify_tamper_and_bundle_elsewhere(running_up, tmp_path):
     home, proc = running_up
     item_id, verdict = _first_verified_anomaly(home, tmp_path, proc)  # through nexus up's gateway
-    assert verdict["verified"] and [s["step"] for s in verdict["steps"]] == [
+    assert verdict["verified"] and [s["step"] for s in verdict["steps"] if s["step"] != "consistency"] == [
         "item", "leaf", "tree head", "inclusion", "signature", "anchor", "ledger entry", "ledger chain"]
     bundle = tmp_path / "proof.json"
     exported = _nexus(["verify", item_id, "--export", str(bundle)], home, tmp_path)
@@ -78,8 +78,8 @@ def test_verify_tamper_and_bundle_elsewhere(running_up, tmp_path):
     with duckdb.connect(str(home / "nexus.duckdb")) as con:  # change one value of that anomaly
         changed = con.execute("UPDATE anomalies SET score = score + 1 WHERE stream = ? AND series = ? AND "
                               "detector = ? AND field = ?", [body["stream"], body["series"], body["detector"],
-                                                             body["field"]]).fetchall()
-    assert changed
+                                                             body["field"]]).fetchone()
+    assert changed is not None and changed[0] >= 1
     broken = _nexus(["verify", item_id, "--json"], home, tmp_path)
     assert broken.returncode == 1
     result = json.loads(broken.stdout)
