@@ -109,3 +109,25 @@ def test_unreachable_backend_retries_and_anchors_every_head_exactly_once(setting
         direct = PostgresStore(pg_dsn, schema=schema, timeout=5)  # not through the forwarder
         direct.drop_schema()
         direct.close()
+
+
+def test_a_dropped_anchor_goes_back_into_the_queue_and_is_anchored_once(settings):
+    from nexus_kernel.anchoring import AnchorReceipt
+
+    store = DuckDBStore(":memory:")
+    service = AnchorService(settings, store)
+    service.ingest("points", _stored(store, 0, 5))
+    service.close_batch()
+    service.ingest("points", _stored(store, 5, 5))
+    head = service.log.sign_head()
+    service.queue.enqueue(head.head_id, head.tree_size)
+    # what a submitted anchor that later vanished leaves behind: a pending receipt whose entry is not there
+    gone = {"ledger": "nexus-ledger/1", "seq": 1, "prev_hash": "0" * 64, "entry_hash": "ab" * 32,
+            "head_id": head.head_id, "root": head.root.hex(), "tree_size": head.tree_size}
+    service.queue.record(AnchorReceipt("ledger", head.head_id, "pending", gone))
+    assert service.anchor_pending() == 0 and service.stats["dropped"] == 1
+    assert service.queue.pending("ledger") == [head.head_id]  # back in the queue
+    assert service.anchor_pending() == 1 and service.queue.pending("ledger") == []
+    entries = store.read("ledger")
+    assert sorted(entries["tree_size"]) == [5, 10] and entries["head_id"].is_unique
+    assert service.queue.states("ledger")[head.head_id][0] == "final"
