@@ -78,7 +78,7 @@ class MerkleTree:
         are those of the pairs completed by the new leaves, the same as appending them one at a time.
         """
         new = list(hashes)
-        if any(len(h) != 32 for h in new):
+        if new and set(map(len, new)) != {32}:  # map/set: checked at C speed
             raise ValueError("a leaf hash is 32 bytes")
         levels, sha, node = self.levels, sha256, _NODE
         levels[0] += b"".join(new)
@@ -91,8 +91,8 @@ class MerkleTree:
             have, want = len(parent) >> 5, len(row) >> 6
             if want == have:  # no new pair here, so none above either
                 break
-            pairs = bytes(row[have * 64:want * 64])
-            parent += b"".join([sha(node + pairs[j:j + 64]).digest() for j in range(0, len(pairs), 64)])
+            with memoryview(row) as view:  # released at once: a bytearray with a live view cannot grow
+                parent += b"".join([sha(node + view[j:j + 64]).digest() for j in range(have * 64, want * 64, 64)])
             level += 1
         while len(levels) > 1 and not levels[-1]:
             levels.pop()

@@ -308,3 +308,21 @@ def test_a_broken_consistency_part_is_refused(grown, case):
     GROWN_CASES[case](broken)
     result = verify_bundle(json.dumps(broken), settings)
     assert result.failed_step == "consistency", result.text()
+
+
+@pytest.mark.parametrize("chunks", [[1] * 40, [3, 5, 7, 25], [16, 16, 8], [39, 1]])
+def test_appending_in_any_chunks_builds_the_same_tree(tree, chunks):
+    grown, at = MerkleTree(), 0
+    for size in chunks:
+        grown.extend(DATA[at:at + size])
+        at += size
+        assert grown.root() == _mth(DATA[:at])
+    assert grown.levels == tree.levels
+
+
+def test_a_leaf_hash_of_the_wrong_length_is_refused_and_changes_nothing():
+    t = MerkleTree()
+    t.extend([b"a"])
+    with pytest.raises(ValueError):
+        t.extend_hashes([bytes(32), bytes(31)])
+    assert t.size == 1
