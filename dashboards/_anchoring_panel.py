@@ -79,7 +79,7 @@ class AnchoringPanel:
         self._asked = float("-inf")
         self.recent = pn.pane.HTML("", sizing_mode="stretch_width", name="nexus-anchors")
         self.choice = pn.widgets.Select(name="Anomaly", options={}, width=360)
-        self.button = pn.widgets.Button(name="Verify", button_type="primary", width=90, disabled=api is None)
+        self.button = pn.widgets.Button(label="Verify", button_type="primary", width=90, disabled=api is None)
         self.result = pn.pane.HTML("", sizing_mode="stretch_width", name="nexus-verify-result")
         self.button.on_click(lambda _event: self.verify())
         self.layout = pn.Column(pn.pane.Markdown("### Anchoring"), self.recent, pn.Row(self.choice, self.button),
