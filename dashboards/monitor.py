@@ -11,7 +11,9 @@
   its ``reason``);
 * **series picker** that stays fast with thousands of series (a searchable ``MultiChoice`` that shows at
   most ``option_limit`` matches), and a **time range** selector: live, or history read from the store;
-* **job runs** (failed ones show the failing cell) and placeholders for alerts, anchoring and narrative.
+* **job runs** (failed ones show the failing cell), the **Anchoring** panel (recent anchors; verify any
+  anomaly of the feed on a click, through the gateway: ``dashboards/_anchoring_panel.py``) and placeholders
+  for alerts and narrative.
 
 Points are downsampled with LTTB (``tsdownsample``) before they reach the browser: at most
 ``max_points`` per series in history mode, and at most ``chunk_points`` new points per series per tick in
@@ -63,6 +65,7 @@ from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, L
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
+from ._anchoring_panel import AnchoringPanel, anchoring_api
 from ._auth import COOKIE, MonitorAuth, MonitorSession, current_session, log_request
 from ._feed import Feed, Tick, downsample, feed_for, to_ms
 from ._source import MonitorSource, explain, is_change_point
@@ -92,6 +95,10 @@ def _job_runs_panel(monitor: "Monitor") -> pn.viewable.Viewable:
     return monitor.runs
 
 
+def _anchoring_panel(monitor: "Monitor") -> pn.viewable.Viewable:
+    return monitor.anchoring.layout
+
+
 def _placeholder(text: str) -> Callable[["Monitor"], pn.viewable.Viewable]:
     return lambda monitor: pn.pane.Markdown(f"_{text}_", sizing_mode="stretch_width", styles={"color": "#777"})
 
@@ -102,7 +109,7 @@ def _placeholder(text: str) -> Callable[["Monitor"], pn.viewable.Viewable]:
 SIDE_PANELS: dict[str, Callable[["Monitor"], pn.viewable.Viewable]] = {
     "Job runs": _job_runs_panel,
     "Alerts": _placeholder("Alert rules appear here."),
-    "Anchoring": _placeholder("Anchored batches and proofs appear here."),
+    "Anchoring": _anchoring_panel,
     "Narrative": _placeholder("The plain-language summary appears here."),
 }
 
@@ -218,6 +225,7 @@ class Monitor:
         if self.control is not None:
             self.control.param.watch(self._on_control, "value")
 
+        self.anchoring = AnchoringPanel(anchoring_api(source))  # dashboards/_anchoring_panel.py
         self.layout = pn.Column(
             pn.pane.Markdown("## Nexus Stream · live monitor"),
             self.banner,
@@ -380,6 +388,7 @@ class Monitor:
             self.anomaly_feed.object = slow.feed_html
         if self.runs.object != slow.runs_html:
             self.runs.object = slow.runs_html
+        self.anchoring.tick(slow.anomalies)
         if time.monotonic() < self.resync_until and self.range.value == "live":
             self._resync()
         if self._marks_seen != (slow.anomalies_version, tuple(self.chosen)):

@@ -260,6 +260,7 @@ _MOUNTED = {
     "token": ("nexus_kernel.gateway._cli", "gateway_commands"),
     "schedule": ("nexus_kernel.scheduler._cli", "schedule_commands"),
     "anchor": ("nexus_kernel.anchoring.evm._cli", "chain_commands"),
+    "verify": ("nexus_kernel.anchoring._cli", "anchoring_commands"),
 }
 
 

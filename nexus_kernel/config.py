@@ -147,6 +147,21 @@ class Settings(BaseSettings):
     forecast_horizon: int = Field(24, gt=0, description="Steps retrain() backtests and serve() forecasts.")
     forecast_level: float = Field(0.9, gt=0, lt=1, description="Coverage of served prediction bands.")
 
+    # Anchoring (nexus_kernel/anchoring): the Merkle log, its signing key, the anchor service
+    anchor_enabled: bool = Field(True, description="Run the anchoring service in the runtime (`nexus up`).")
+    anchor_backend: str = Field("ledger", description="Anchor backend tree heads are published to: 'ledger' (in "
+                                "the store, the default), 'evm', 'irys', or a plugin's name.")
+    anchor_key: SecretStr | None = Field(
+        None, description="Hex of the 32-byte Ed25519 seed that signs tree heads; unset: home/anchor_key (0600).")
+    anchor_every: int = Field(1000, gt=0, description="Items logged before a batch closes (a head is signed and anchored).")
+    anchor_interval: float = Field(10.0, gt=0, description="Seconds after which a batch with any items closes.")
+    anchor_kinds: list[str] = Field(
+        default_factory=lambda: ["points", "anomalies", "dead_letters"],
+        description="Bus topic kinds whose frames the anchor service logs (points are logged as records).")
+    anchor_retry_max: float = Field(60.0, gt=0, description="Longest wait between retries of an unreachable anchor backend (s).")
+    anchor_confirm_timeout: float = Field(
+        120.0, gt=0, description="Seconds a submitted anchor may stay pending before it is confirmed again later.")
+
     # Anchoring, chain backends (nexus_kernel/anchoring/evm, nexus_kernel/anchoring/irys)
     evm_rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the EVM node the evm anchor uses.")
     evm_private_key: SecretStr | None = Field(

@@ -42,7 +42,7 @@ class _Common:
             verify = ssl.create_default_context(cafile=verify)
         self._token = token
         self.retries = retries
-        self.verify = verify
+        self.tls_verify = verify  # not `verify`: that name is the anchoring call (client.verify(item_id))
         self.timeout = timeout
 
     def __repr__(self) -> str:  # never the token
@@ -50,7 +50,7 @@ class _Common:
 
     def _subscription(self, name: str, series: Sequence[str] | None, kinds: Sequence[str],
                       snapshot: bool) -> Subscription:
-        return Subscription(self.url, self._token, name, series, kinds, snapshot, self.verify, self.retries)
+        return Subscription(self.url, self._token, name, series, kinds, snapshot, self.tls_verify, self.retries)
 
 
 class Client(_Common, Endpoints):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip as gzip_module
 import io
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,6 +269,16 @@ class Endpoints:
         body = {k: (_time(v) if k in ("started_at", "finished_at") else ("" if v is None else v))
                 for k, v in run.items()}
         return self._run(Call("POST", "/api/jobs/runs", json=body))
+
+    # anchoring
+    def verify(self, item_id: str) -> Any:
+        """Walk an anchored item's proof on the owner's home: ``{item_id, verified, failed_step, steps, bundle}``
+        (``bundle`` is the proof file ``nexus verify --bundle`` checks without the home)."""
+        return self._run(Call("GET", "/api/verify/" + urllib.parse.quote(item_id, safe=":")))
+
+    def anchors(self, limit: int = 20) -> Any:
+        """The anchoring service's state and the newest anchor receipts: ``{service, receipts}`` (a frame)."""
+        return self._run(Call("GET", "/api/anchors", params=_params(limit=limit)))
 
     # admin
     def keys(self) -> Any:

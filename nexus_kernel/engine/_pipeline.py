@@ -434,9 +434,15 @@ class Pipeline:
         context = StepContext(self.name, self.settings, self.dead_letters, self.services, clock=self.source.clock)
         for step in self._steps:
             as_step(step).bind(context)
-        store = self.services.get("store")
-        if store is not None and not self._dead_letters_stored:
-            self.dead_letters.add_sink(lambda dead: store.append("dead_letters", dead))
+        store, bus = self.services.get("store"), self.services.get("bus")
+        if (store is not None or bus is not None) and not self._dead_letters_stored:
+            if store is not None:
+                self.dead_letters.add_sink(lambda dead: store.append("dead_letters", dead))
+            if bus is not None:  # after the store: a reader of the topic (anchoring) finds them stored
+                from ..storage import topic
+
+                name = self.name
+                self.dead_letters.add_sink(lambda dead: bus.publish_nowait(topic(name, "dead_letters"), dead))
             self._dead_letters_stored = True
         self.inlet.open()
         if self.source.self_buffered:

@@ -21,6 +21,7 @@ from ._openapi import openapi
 from ._server import Gateway, Services, first_admin_token, handlers, make_app, start_gateway
 from . import _jobs  # noqa: F401,E402  (registers /api/jobs/runs)
 from . import _results  # noqa: F401,E402  (POST of forecasts, anomalies, models)
+from . import _anchoring  # noqa: F401,E402  (GET /api/verify/{item_id}, /api/anchors)
 
 __all__ = [
     "ACTIONS",

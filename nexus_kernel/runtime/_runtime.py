@@ -133,6 +133,8 @@ class Runtime:
         self.manager = StreamManager(settings, services=self.services.as_dict(), run=True,
                                      loop=self._thread.loop if self._thread else None)
         self._closed = False
+        #: the anchoring service (nexus_kernel.anchoring), started by :meth:`start` when ``anchor_enabled``
+        self.anchoring: Any = None
 
     @classmethod
     def open(cls, settings: Settings, *, thread: bool = True, **given: Any) -> Runtime:
@@ -178,7 +180,17 @@ class Runtime:
         if self not in _current:
             _current.append(self)
         self.ensure_default()
-        return self.manager.restore()
+        names = self.manager.restore()
+        self.start_anchoring()
+        return names
+
+    def start_anchoring(self) -> Any:
+        """Start the anchoring service on this runtime's store and bus (once; None when disabled)."""
+        if self.anchoring is None and self.settings.anchor_enabled:
+            from ..anchoring import AnchorService
+
+            self.anchoring = AnchorService(self.settings, self.store, self.bus).start()
+        return self.anchoring
 
     def reconcile(self) -> None:
         """Make the running pipelines match the registry (changed by the CLI or another process)."""
@@ -216,6 +228,9 @@ class Runtime:
         self._finish()
 
     def _finish(self) -> None:
+        if self.anchoring is not None:  # before the store closes: its last batch is signed and queued
+            self.anchoring.close()
+            self.anchoring = None
         with contextlib.suppress(ValueError):
             _current.remove(self)
         if self._thread is not None:

@@ -25,7 +25,7 @@ Example
 -------
 >>> store = DuckDBStore(":memory:")
 >>> store.schema_version()
-3
+4
 
 References: DuckDB, "Concurrency" and "Indexes" (duckdb.org/docs), Arrow integration.
 """

@@ -16,6 +16,8 @@ version  what
 2        the auxiliary tables of ``_tables.TABLES`` and ``retention``
 3        PostgreSQL rollups ``points_1m``/``points_1h`` and their dirty-hour queue (continuous
          aggregates under TimescaleDB); no-op for DuckDB
+4        anchoring: ``log_leaves``, ``log_heads``, ``anchor_queue``, ``anchor_receipts``, ``ledger``
+         (PostgreSQL: an index on ``log_leaves.item_id``, which the verifier looks items up by)
 =======  =========================================================================================
 
 Caveat: a migration, once released, is never edited; change the schema with a new one.
@@ -23,7 +25,7 @@ Caveat: a migration, once released, is never edited; change the schema with a ne
 Example
 -------
 >>> [m.version for m in MIGRATIONS]
-[1, 2, 3]
+[1, 2, 3, 4]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._tables import TABLES, TableSpec
+from ._tables import TABLES, V2_TABLES, V4_TABLES, TableSpec
 
 __all__ = ["Migration", "MIGRATIONS", "LATEST", "Context", "upgrade"]
 
@@ -89,8 +91,8 @@ def _points(ctx: Context) -> None:
 
 
 def _aux(ctx: Context) -> None:
-    for spec in TABLES.values():
-        ctx.run(f"CREATE TABLE {{table}} ({ctx.column_list(spec)})", table=spec.name)
+    for name in V2_TABLES:  # as they stood at version 2; tables added later come with their own migration
+        ctx.run(f"CREATE TABLE {{table}} ({ctx.column_list(TABLES[name])})", table=name)
     types = TYPES[ctx.dialect]
     ctx.run(f"CREATE TABLE {{table}} (stream {types['text']} PRIMARY KEY, keep_seconds {types['float']} NOT NULL)",
             table="retention")
@@ -125,10 +127,17 @@ def _rollups(ctx: Context) -> None:
                 "FROM {points}", dirty="rollup_dirty", points="points")
 
 
+def _anchoring(ctx: Context) -> None:
+    for name in V4_TABLES:
+        ctx.run(f"CREATE TABLE {{table}} ({ctx.column_list(TABLES[name])})", table=name)
+    ctx.run("CREATE INDEX {index} ON {table} (item_id)", table="log_leaves", index="log_leaves_item_id")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "points", _points),
     Migration(2, "auxiliary tables and retention", _aux),
     Migration(3, "rollups (PostgreSQL)", _rollups),
+    Migration(4, "anchoring: Merkle log, tree heads, anchor queue and ledger", _anchoring),
 )
 LATEST = MIGRATIONS[-1].version
 

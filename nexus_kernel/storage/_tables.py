@@ -32,7 +32,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-__all__ = ["TableSpec", "TABLES", "POINT_COLUMNS", "POINT_KEY", "POINTS", "conform", "empty_frame", "BatchTypeError"]
+__all__ = ["TableSpec", "TABLES", "V2_TABLES", "V4_TABLES", "POINT_COLUMNS", "POINT_KEY", "POINTS", "conform",
+           "empty_frame", "BatchTypeError"]
 
 Kind = Literal["text", "int", "float", "bool", "time"]
 
@@ -91,8 +92,23 @@ TABLES: dict[str, TableSpec] = {
               "tx:text uri:text created_at:time", ("batch_id", "backend"), "created_at"),
         _spec("job_runs", "run_id:text job:text started_at:time finished_at:time status:text output:text "
               "error:text params:text", ("run_id",), "started_at", stream=None),
+        # anchoring (nexus_kernel/anchoring, migration 4): the Merkle log, its signed heads, the anchor
+        # queue and receipts, and the ledger backend's hash chain. Hashes are lower-case hex.
+        _spec("log_leaves", "idx:int item_id:text kind:text item_key:text leaf_hash:text appended_at:time",
+              ("idx",), "appended_at", stream=None),
+        _spec("log_heads", "tree_size:int root:text signed_at:time head_id:text payload:text signature:text "
+              "public_key:text", ("tree_size",), "signed_at", stream=None),
+        _spec("anchor_queue", "head_id:text tree_size:int queued_at:time", ("head_id",), "queued_at", stream=None),
+        _spec("anchor_receipts", "head_id:text backend:text status:text reference:text recorded_at:time",
+              ("head_id", "backend", "status", "recorded_at"), "recorded_at", stream=None),
+        _spec("ledger", "seq:int head_id:text root:text tree_size:int prev_hash:text entry_hash:text "
+              "recorded_at:time", ("seq",), "recorded_at", stream=None),
     )
 }
+#: The tables migration 2 created (later tables come with their own migration).
+V2_TABLES: tuple[str, ...] = ("dead_letters", "anomalies", "forecasts", "models", "alerts", "anchors", "job_runs")
+#: The tables migration 4 created (anchoring).
+V4_TABLES: tuple[str, ...] = ("log_leaves", "log_heads", "anchor_queue", "anchor_receipts", "ledger")
 
 _DTYPES: dict[str, str] = {
     "text": "string",

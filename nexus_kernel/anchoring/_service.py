@@ -1,0 +1,282 @@
+"""The anchoring service: fills the Merkle log from the live bus and anchors its signed tree heads.
+
+It subscribes to the bus (the only tap) for the kinds of ``settings.anchor_kinds`` of every stream —
+``points`` become ``record`` items, ``anomalies`` ``anomaly`` items, ``dead_letters`` ``dead_letter`` items,
+``models`` ``model`` items — and appends them to the log. Every ``anchor_every`` items, or
+``anchor_interval`` seconds after the first item of a batch, it closes the batch: signs a tree head, puts
+it in the persistent queue (:class:`~._queue.AnchorQueue`) and anchors every pending head through the
+backend (``settings.anchor_backend``).
+
+Failure: :class:`AnchorUnavailable` leaves the heads queued and retries after a bounded exponential
+backoff (0.5 s doubling to ``anchor_retry_max``); :class:`AnchorDropped` records the drop and the head is
+submitted again. A store that fails while items are logged keeps the frames in memory (in order) and
+tries again. On start it signs a head over leaves logged but not yet covered (a crash between the two) and
+anchors whatever the queue holds, so a head is never left behind and, as backends answer a repeated
+submit with the anchor they already made, never anchored twice.
+
+The service runs on a thread of its own with its own event loop (the bus delivers across threads), so the
+loop that serves the gateway never waits for hashing or for a backend.
+
+Parameters
+----------
+settings, store, bus
+    The home's; ``bus=None`` runs no subscription (a job feeds :meth:`ingest` itself).
+backend
+    An anchor backend; default: ``ANCHORS.get(settings.anchor_backend)(settings, store)``.
+
+Example
+-------
+>>> from nexus_kernel.config import load_settings
+>>> from nexus_kernel.storage import open_store
+>>> import tempfile, pandas as pd
+>>> settings = load_settings(home=tempfile.mkdtemp())
+>>> service = AnchorService(settings, open_store("memory"))
+>>> frame = pd.DataFrame({"name": ["m"], "version": [1], "stream": ["s"], "kind": ["ets"],
+...     "created_at": [pd.Timestamp("2024-01-01", tz="UTC")], "train_start": [pd.NaT], "train_end": [pd.NaT],
+...     "metrics": ["{}"], "features": ["[]"], "params": ["{}"], "artifact": [""]})
+>>> service.ingest("models", frame), service.close_batch().tree_size, service.queue.pending("ledger")
+(1, 1, [])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import pandas as pd
+
+from ._encoding import ITEM_KINDS
+from ._heads import SignedTreeHead, signing_key
+from ._log import MerkleLog
+from ._protocol import ANCHORS, AnchorBackend, AnchorDropped, AnchorReceipt, AnchorUnavailable
+from ._queue import AnchorQueue
+
+__all__ = ["AnchorService", "TOPIC_KINDS"]
+
+log = logging.getLogger("nexus_kernel.anchoring")
+
+#: Bus topic kind → item kind.
+TOPIC_KINDS: dict[str, str] = {"points": "record", "anomalies": "anomaly", "dead_letters": "dead_letter",
+                               "models": "model"}
+
+
+class AnchorService:
+    def __init__(self, settings: Any, store: Any, bus: Any | None = None, backend: AnchorBackend | None = None,
+                 *, first_retry: float = 0.5) -> None:
+        self.settings, self.store, self.bus = settings, store, bus
+        self.log = MerkleLog(store, signing_key(settings))
+        self.queue = AnchorQueue(store)
+        self.backend = backend if backend is not None else ANCHORS.get(settings.anchor_backend)(settings, store)
+        self.every, self.interval = settings.anchor_every, settings.anchor_interval
+        self.first_retry, self.retry_max = first_retry, settings.anchor_retry_max
+        self._since_close = 0
+        self._batch_started: float | None = None
+        self._unlogged: deque[tuple[str, pd.DataFrame]] = deque()
+        self._attempts = 0
+        self._next_try = 0.0
+        self.backoff = 0.0  # the wait before the next try after the last AnchorUnavailable (s)
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.stats = {"items": 0, "heads": 0, "anchored": 0, "unavailable": 0, "dropped": 0, "lagged": 0}
+        self.last_error: str | None = None
+
+    # -- the work, callable from any thread (a job calls these directly) ---------------------------
+
+    def ingest(self, topic_kind: str, frame: pd.DataFrame) -> int:
+        """Log the items of a frame of bus kind ``topic_kind``; returns the number newly logged.
+
+        A store failure keeps the frame (and every later one, to keep their order) for the next try.
+        """
+        kind = TOPIC_KINDS.get(topic_kind, topic_kind)
+        with self._lock:
+            self._unlogged.append((kind, frame))
+            return self._drain()
+
+    def _drain(self) -> int:
+        added = 0
+        while self._unlogged:
+            kind, frame = self._unlogged[0]
+            try:
+                logged = self.log.append(kind, ITEM_KINDS.get(kind).items(frame))
+            except Exception as exc:  # noqa: BLE001 - a store outage must not lose the frame; retried later
+                self.last_error = f"logging {kind} items: {type(exc).__name__}: {exc}"
+                log.warning("anchoring: %s (kept for a retry)", self.last_error)
+                return added
+            self._unlogged.popleft()
+            added += len(logged)
+            if logged and self._batch_started is None:
+                self._batch_started = time.monotonic()
+            self._since_close += len(logged)
+        self.stats["items"] += added
+        return added
+
+    def due(self) -> bool:
+        """Is the open batch full or old enough to close?"""
+        if self._since_close == 0 or self._batch_started is None:
+            return False
+        return self._since_close >= self.every or time.monotonic() - self._batch_started >= self.interval
+
+    def close_batch(self) -> SignedTreeHead | None:
+        """Sign a head over everything logged, queue it and anchor what is pending; the head (None if empty)."""
+        with self._lock:
+            self._drain()
+            if self.log.size == 0:
+                return None
+            latest = self.log.latest_head()
+            head = self.log.sign_head()
+            self.queue.enqueue(head.head_id, head.tree_size)  # idempotent: a head signed before a crash is queued too
+            if latest is None or latest.head_id != head.head_id:
+                self.stats["heads"] += 1
+            self._since_close, self._batch_started = 0, None
+        self.anchor_pending()
+        return head
+
+    def anchor_pending(self) -> int:
+        """Anchor every queued head not yet final; returns how many became final now.
+
+        :class:`AnchorUnavailable` stops the round and schedules the next after the backoff.
+        """
+        done = 0
+        with self._lock:
+            if time.monotonic() < self._next_try:
+                return 0
+            name = self.backend.name
+            states = self.queue.states(name)
+            try:
+                for head_id in self.queue.pending(name):
+                    head = self.log.head(head_id)
+                    if head is None:
+                        continue
+                    status, reference = states.get(head_id, ("", {}))
+                    try:
+                        if status == "pending":
+                            receipt = self.backend.confirm(AnchorReceipt(name, head_id, "pending", reference))
+                        else:
+                            receipt = self.backend.submit(head.request())
+                            if receipt.status == "final":
+                                receipt = self.backend.confirm(receipt)
+                    except AnchorDropped as exc:
+                        self.queue.dropped(head_id, name, str(exc))
+                        self.stats["dropped"] += 1
+                        continue  # submitted again on the next round
+                    if receipt.status != status or receipt.status == "final":
+                        self.queue.record(receipt)
+                    if receipt.status == "final":
+                        done += 1
+            except AnchorUnavailable as exc:
+                self._attempts += 1
+                wait = min(self.retry_max, self.first_retry * 2 ** (self._attempts - 1))
+                self._next_try = time.monotonic() + wait
+                self.backoff = wait
+                self.stats["unavailable"] += 1
+                self.last_error = str(exc)
+                log.warning("anchoring: %s; retrying in %.1f s", exc, wait)
+                return done
+            self._attempts, self._next_try = 0, 0.0
+            self.stats["anchored"] += done
+        return done
+
+    def recover(self) -> None:
+        """At start: sign a head over leaves no head covers yet, and anchor what the queue holds."""
+        if self.log.size:
+            self.close_batch()
+
+    def status(self) -> dict[str, Any]:
+        latest = self.log.latest_head()
+        return {"backend": self.backend.name, "log_size": self.log.size,
+                "head": latest.tree_size if latest else None, "pending": len(self.queue.pending(self.backend.name)),
+                "unlogged_frames": len(self._unlogged), "last_error": self.last_error, **self.stats}
+
+    # -- running on its own thread -----------------------------------------------------------------
+
+    def start(self) -> AnchorService:
+        """Run on a thread of its own: subscribe to the bus, close batches on time, retry anchors."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._stop = asyncio.Event()
+            self._loop.call_soon(ready.set)
+            try:
+                self._loop.run_until_complete(self._main())
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="nexus-anchoring", daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    async def _main(self) -> None:
+        assert self._stop is not None
+        try:
+            self.recover()
+        except Exception as exc:  # noqa: BLE001 - a failing store at start: the ticker retries
+            self.last_error = f"recovering: {type(exc).__name__}: {exc}"
+            log.warning("anchoring: %s", self.last_error)
+        tasks = [asyncio.ensure_future(self._follow(kind)) for kind in self.settings.anchor_kinds
+                 if self.bus is not None]
+        tick = min(1.0, self.interval / 4)
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), tick)
+            except asyncio.TimeoutError:
+                pass
+            try:
+                with self._lock:
+                    if self._unlogged:
+                        self._drain()
+                if self.due():
+                    self.close_batch()
+                elif time.monotonic() >= self._next_try and self._attempts:
+                    self.anchor_pending()
+            except Exception as exc:  # noqa: BLE001 - the loop must live on; the queue keeps the work
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("anchoring: a round failed")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow(self, topic_kind: str) -> None:
+        from ..storage import SubscriberLagged, split_topic, topic_pattern
+
+        assert self.bus is not None
+        while True:
+            try:
+                async with self.bus.subscribe(topic_pattern("*", topic_kind),
+                                              maxsize=max(self.settings.bus_queue, 1000)) as sub:
+                    async for message in sub:
+                        _, kind = split_topic(message.topic)
+                        self.ingest(kind, message.frame)
+                        if self._since_close >= self.every:
+                            self.close_batch()
+            except SubscriberLagged as exc:
+                self.stats["lagged"] += exc.dropped
+                log.warning("anchoring: %s; %d frame(s) not logged (anchor their span with the anchor job)",
+                            exc, exc.dropped)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread; closes the open batch (its head is signed and queued) first."""
+        if self._thread is None or self._loop is None or self._stop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        self._thread = None
+        try:
+            if self._since_close or self._unlogged:
+                self.close_batch()
+        except Exception as exc:  # noqa: BLE001 - the queue and log are in the store; the next start resumes
+            log.warning("anchoring: closing the last batch failed (%s); the next start anchors it", exc)
+
+    def close(self) -> None:
+        self.stop()
+        self.backend.close()

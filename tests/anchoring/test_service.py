@@ -1,0 +1,133 @@
+"""The anchor service: batches by count, a queue that survives restarts, and retries with backoff while the
+backend is unreachable — then every pending head anchored exactly once.
+
+The unreachable backend is the ledger on a real PostgreSQL reached through a TCP forwarder this test stops
+(the port refuses, open connections are cut) and starts again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pandas as pd
+import pytest
+
+from nexus_kernel.anchoring import AnchorService, LedgerAnchor, build_bundle, verify_item
+from nexus_kernel.anchoring._verify import walk
+from nexus_kernel.config import load_settings
+from nexus_kernel.storage import DuckDBStore, PostgresStore
+
+from .helpers import Forwarder
+
+
+def _records(start: int, n: int) -> pd.DataFrame:
+    return pd.DataFrame({"stream": ["pumps"] * n, "series": ["p1"] * n,
+                         "ts": pd.date_range("2024-01-01", periods=start + n, freq="s", tz="UTC")[start:],
+                         "seq": range(start, start + n), "value": [float(i) for i in range(start, start + n)]})
+
+
+def _stored(store, start: int, n: int) -> pd.DataFrame:
+    frame = _records(start, n)
+    store.write(frame)
+    return frame
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(home=tmp_path / "home", anchor_every=5, anchor_interval=3600)
+
+
+def test_a_batch_closes_every_n_items_and_each_item_is_logged_once(settings):
+    store = DuckDBStore(":memory:")
+    service = AnchorService(settings, store)
+    frame = _records(0, 12)
+    store.write(frame)
+    assert service.ingest("points", frame) == 12
+    assert service.due()  # 12 >= anchor_every
+    assert service.ingest("points", frame) == 0  # the same records again: not logged twice
+    head = service.close_batch()
+    assert head is not None and head.tree_size == 12 and not service.due()
+    assert service.queue.pending("ledger") == [] and len(store.read("ledger")) == 1
+    assert service.close_batch() == head and len(store.read("ledger")) == 1  # nothing new: no new anchor
+    iid = store.read("log_leaves").sort_values("idx")["item_id"].iloc[7]
+    assert verify_item(iid, store, settings).verified
+
+
+def test_unreachable_backend_retries_and_anchors_every_head_exactly_once(settings, pg_dsn, tmp_path):
+    pg_host, pg_rest = pg_dsn.split("@", 1)[1].split("/", 1)
+    host, port = pg_host.split(":")
+    forwarder = Forwarder((host, int(port))).start()
+    schema = f"ledger_{uuid.uuid4().hex[:10]}"
+    remote = PostgresStore(f"{pg_dsn.split('@')[0]}@127.0.0.1:{forwarder.port}/{pg_rest}", schema=schema, timeout=2)
+    log_store = DuckDBStore(str(tmp_path / "log.duckdb"))
+    try:
+        service = AnchorService(settings, log_store, backend=LedgerAnchor(remote), first_retry=0.05)
+        service.ingest("points", _stored(log_store, 0, 5))
+        assert service.close_batch().tree_size == 5 and service.queue.pending("ledger") == []
+
+        forwarder.stop()  # the ledger's database is unreachable now
+        service.ingest("points", _stored(log_store, 5, 5))
+        service.close_batch()
+        assert service.stats["unavailable"] == 1 and "cannot be reached" in service.last_error, service.status()
+        assert service.backoff == pytest.approx(0.05)
+        time.sleep(0.1)  # past the first backoff (0.05 s), so the next round tries again
+        service.ingest("points", _stored(log_store, 10, 5))
+        service.close_batch()
+        assert service.stats["unavailable"] == 2 and service.backoff == pytest.approx(0.1)  # doubled
+        assert len(service.queue.pending("ledger")) == 2
+
+        # a restart: a new service over the same store finds the queue as it was left
+        log_store.close()
+        log_store = DuckDBStore(str(tmp_path / "log.duckdb"))
+        restarted = AnchorService(settings, log_store, backend=LedgerAnchor(remote), first_retry=0.05)
+        assert len(restarted.queue.pending("ledger")) == 2 and restarted.log.size == 15
+        restarted.recover()
+        assert restarted.stats["unavailable"] == 1
+
+        forwarder.start()  # back
+        deadline = time.monotonic() + 60
+        while restarted.queue.pending("ledger"):
+            assert time.monotonic() < deadline, restarted.status()
+            time.sleep(0.1)
+            restarted.anchor_pending()
+        restarted.recover()
+        restarted.anchor_pending()  # again: nothing is anchored twice
+        entries = remote.read("ledger")
+        heads = log_store.read("log_heads")
+        assert sorted(entries["head_id"]) == sorted(heads["head_id"]) and len(entries) == 3
+        assert sorted(entries["tree_size"]) == [5, 10, 15]
+        iid = log_store.read("log_leaves").sort_values("idx")["item_id"].iloc[12]
+        bundle, failure = build_bundle(iid, log_store)
+        assert failure is None and bundle["anchor"]["reference"]["tree_size"] == 15
+        steps = walk(bundle, remote, settings)  # the anchor checked in the ledger's own database
+        assert [s.step for s in steps if not s.ok] == [] and steps[-1].step == "ledger chain"
+    finally:
+        forwarder.stop()
+        log_store.close()
+        remote.close()
+        direct = PostgresStore(pg_dsn, schema=schema, timeout=5)  # not through the forwarder
+        direct.drop_schema()
+        direct.close()
+
+
+def test_a_dropped_anchor_goes_back_into_the_queue_and_is_anchored_once(settings):
+    from nexus_kernel.anchoring import AnchorReceipt
+
+    store = DuckDBStore(":memory:")
+    service = AnchorService(settings, store)
+    service.ingest("points", _stored(store, 0, 5))
+    service.close_batch()
+    service.ingest("points", _stored(store, 5, 5))
+    head = service.log.sign_head()
+    service.queue.enqueue(head.head_id, head.tree_size)
+    # what a submitted anchor that later vanished leaves behind: a pending receipt whose entry is not there
+    gone = {"ledger": "nexus-ledger/1", "seq": 1, "prev_hash": "0" * 64, "entry_hash": "ab" * 32,
+            "head_id": head.head_id, "root": head.root.hex(), "tree_size": head.tree_size}
+    service.queue.record(AnchorReceipt("ledger", head.head_id, "pending", gone))
+    assert service.anchor_pending() == 0 and service.stats["dropped"] == 1
+    assert service.queue.pending("ledger") == [head.head_id]  # back in the queue
+    assert service.anchor_pending() == 1 and service.queue.pending("ledger") == []
+    entries = store.read("ledger")
+    assert sorted(entries["tree_size"]) == [5, 10] and entries["head_id"].is_unique
+    assert service.queue.states("ledger")[head.head_id][0] == "final"
