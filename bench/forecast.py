@@ -103,20 +103,26 @@ def _stream_row(quick: bool) -> dict:
     validate = Validator(Schema("sensors"))
     batches = [validate(sim.generate(2)).good for _ in range(n)]
 
-    with_forecast, without = Analyzer(**params), Analyzer(**{**params, "forecast": False})
-    times: dict[bool, list[float]] = {True: [], False: []}
+    # the same Analyzer with Holt-Winters alone (the default forecaster before issue 13), for the cost of
+    # "auto"'s backtests beside it
+    analyzers = {"on": Analyzer(**params), "off": Analyzer(**{**params, "forecast": False}),
+                 "ets": Analyzer(**{**params, "forecaster": "ets"})}
+    times: dict[str, list[float]] = {key: [] for key in analyzers}
     rows = 0
-    for batch in batches:  # interleaved, so a busy moment of the machine weighs on both alike
-        for forecasting, analyzer in ((False, without), (True, with_forecast)):
+    for batch in batches:  # interleaved, so a busy moment of the machine weighs on all alike
+        for key, analyzer in analyzers.items():
             started = time.perf_counter()
             out = analyzer.update(batch)
-            times[forecasting].append(time.perf_counter() - started)
-            rows += len(out.get("forecasts", ()))
-    on, off = np.array(times[True]) * 1e3, np.array(times[False]) * 1e3
+            times[key].append(time.perf_counter() - started)
+            rows += len(out.get("forecasts", ())) if key == "on" else 0
+    on, off, ets = (np.array(times[key]) * 1e3 for key in ("on", "off", "ets"))
     added = float(on.mean() - off.mean())
     return _row("stream_forecast_ms_per_batch", "ms", round(float(on.mean()), 3), "same Analyzer, forecast off",
                 round(float(off.mean()), 3), round(float(on.mean() / off.mean()), 4),
-                {"added_ms": round(added, 3), "p99_ms": round(float(np.percentile(on, 99)), 3),
+                {"added_ms": round(added, 3), "forecaster": params.get("forecaster"),
+                 "added_ms_with_ets": round(float(ets.mean() - off.mean()), 3),
+                 "p99_ms": round(float(np.percentile(on, 99)), 3),
+                 "p99_ms_with_ets": round(float(np.percentile(ets, 99)), 3),
                  "p99_ms_forecast_off": round(float(np.percentile(off, 99)), 3),
                  "forecast_rows_per_batch": round(rows / n, 2), "batches": n, "series": 20,
                  "points_per_series_per_batch": 2, "analyze_params": params, "target": "added_ms <= 5"})
