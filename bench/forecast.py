@@ -220,7 +220,8 @@ def _nab_rows(quick: bool) -> list[dict]:
         # the choice per origin, in the printed table: what "auto" picked, its MASE beside seasonal naive's
         rows.append(_row(
             f"chosen[{name}]", "MASE " + ",".join(map(str, chosen)), round(mean["ours"], 4), "seasonal naive",
-            round(mean["seasonal_naive"], 4), round(mean["ours"] / mean["seasonal_naive"], 4),
+            round(mean["seasonal_naive"], 4),
+            round(mean["ours"] / mean["seasonal_naive"], 4) if mean["seasonal_naive"] else None,
             {"chosen_per_origin": chosen, "ets_mase": round(mean["ets"], 4),
              "outcome": _versus_naive(mean["ours"], mean["seasonal_naive"])}))
     if not per_series:
