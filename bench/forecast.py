@@ -25,6 +25,8 @@ Reads ``../shared/data/nab`` (never copied into the repository); skips cleanly w
 One more row, ``stream_forecast_ms_per_batch``, needs no data: what forecasting adds to a live batch of the
 default stream (its analyze params, read from ``default_stream.json``; its shape: 20 simulated series, 2
 points each per batch). Target (issue 11): ≤ 5 ms per batch on average over the forecast-off Analyzer.
+The same batches also go, interleaved, through the Analyzer with ``"ets"`` alone (``added_ms_with_ets``):
+what "auto"'s backtests at each refit cost beside the forecaster it replaced as the default.
 """
 
 from __future__ import annotations
