@@ -198,7 +198,7 @@ def run(quick: bool = False, root: Path = NAB_ROOT) -> list[dict]:
             rows.append(_row(f"nab_{profile}_cv_mean", "score", round(mine["cv"][profile], 2), peer,
                              round(res["cv"][profile], 2),
                              {"protocol": "leave-one-group-out: config and threshold chosen on the other two groups",
-                              "caveat_ours": "ours keeps its defaults (chosen on all files); only its threshold is per fold",
+                              "caveat_ours": "ours keeps its defaults (chosen on all files); its threshold is per fold",
                               "folds_ours": our_folds, "folds_peer": per_fold, **common}))
             rows.append(_row(f"nab_{profile}_in_sample", "score", round(mine["in_sample"][profile], 2), label,
                              round(res["in_sample"][profile], 2),

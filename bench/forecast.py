@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from nexus_kernel.analysis.forecasting import AUTO_MODEL, GradientBoosting, HoltWinters, mae, make_forecaster, mase_scale
+from nexus_kernel.analysis.forecasting import (AUTO_MODEL, GradientBoosting, HoltWinters, mae, make_forecaster,
+                                               mase_scale)
 from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period, seasonal_strength
 
 NAB_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
