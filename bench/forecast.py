@@ -8,7 +8,15 @@ excluded. Rolling origin: ``folds`` origins one season apart at the end of each 
 every model sees the same trailing ``window`` points before each origin. MASE uses the in-sample seasonal
 naive MAE on those points. Time is fit + forecast, per origin, wall clock, one thread.
 
-Also reported: our gradient-boosting forecaster on the same origins (``mean_mase[gbm]``).
+"Ours" is the default forecaster, ``"auto"`` (:class:`AutoForecaster`): per series and origin it picks
+Holt-Winters (``"ets"``) or seasonal naive by a rolling-origin backtest over the last three seasons of the
+``window`` points it is given — the past of the origin only, never the evaluated season. Each series' row
+says which model it chose at each origin (``chosen``) and its MASE beside seasonal naive's and ets's.
+A series where it chose seasonal naive at every origin ties seasonal naive (same forecast): it is counted
+as a tie, not as beaten.
+
+Also reported: Holt-Winters alone (``mean_mase[ets]``, the default before issue 13) and our
+gradient-boosting forecaster (``mean_mase[gbm]``) on the same origins.
 
 Targets (issue 4): beat seasonal naive on every such series, mean MASE within 5% of AutoETS, ≥ 10× its speed.
 
@@ -17,6 +25,8 @@ Reads ``../shared/data/nab`` (never copied into the repository); skips cleanly w
 One more row, ``stream_forecast_ms_per_batch``, needs no data: what forecasting adds to a live batch of the
 default stream (its analyze params, read from ``default_stream.json``; its shape: 20 simulated series, 2
 points each per batch). Target (issue 11): ≤ 5 ms per batch on average over the forecast-off Analyzer.
+The same batches also go, interleaved, through the Analyzer with ``"ets"`` alone (``added_ms_with_ets``):
+what "auto"'s backtests at each refit cost beside the forecaster it replaced as the default.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from nexus_kernel.analysis.forecasting import GradientBoosting, HoltWinters, mae, mase_scale
+from nexus_kernel.analysis.forecasting import (AUTO_MODEL, GradientBoosting, HoltWinters, mae, make_forecaster,
+                                               mase_scale)
 from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period, seasonal_strength
 
 NAB_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
@@ -41,6 +52,13 @@ MIN_STRENGTH = 0.3  # seasonal strength a series needs to count as seasonal
 def _row(metric: str, unit: str, ours, peer: str | None, peer_value, ratio, params: dict) -> dict:
     return {"metric": metric, "unit": unit, "ours": ours, "peer": peer, "peer_value": peer_value,
             "ratio": ratio, "params": params}
+
+
+def _versus_naive(ours: float, naive: float) -> str:
+    """"beats", "ties" (equal to 1e-9 relative: the same forecast) or "loses" against seasonal naive."""
+    if abs(ours - naive) <= 1e-9 * max(abs(naive), 1e-12):
+        return "ties"
+    return "beats" if ours < naive else "loses"
 
 
 def _seasonal_files(root: Path, folds: int) -> tuple[list[tuple[str, pd.DataFrame, int]], dict[str, str]]:
@@ -88,20 +106,26 @@ def _stream_row(quick: bool) -> dict:
     validate = Validator(Schema("sensors"))
     batches = [validate(sim.generate(2)).good for _ in range(n)]
 
-    with_forecast, without = Analyzer(**params), Analyzer(**{**params, "forecast": False})
-    times: dict[bool, list[float]] = {True: [], False: []}
+    # the same Analyzer with Holt-Winters alone (the default forecaster before issue 13), for the cost of
+    # "auto"'s backtests beside it
+    analyzers = {"on": Analyzer(**params), "off": Analyzer(**{**params, "forecast": False}),
+                 "ets": Analyzer(**{**params, "forecaster": "ets"})}
+    times: dict[str, list[float]] = {key: [] for key in analyzers}
     rows = 0
-    for batch in batches:  # interleaved, so a busy moment of the machine weighs on both alike
-        for forecasting, analyzer in ((False, without), (True, with_forecast)):
+    for batch in batches:  # interleaved, so a busy moment of the machine weighs on all alike
+        for key, analyzer in analyzers.items():
             started = time.perf_counter()
             out = analyzer.update(batch)
-            times[forecasting].append(time.perf_counter() - started)
-            rows += len(out.get("forecasts", ()))
-    on, off = np.array(times[True]) * 1e3, np.array(times[False]) * 1e3
+            times[key].append(time.perf_counter() - started)
+            rows += len(out.get("forecasts", ())) if key == "on" else 0
+    on, off, ets = (np.array(times[key]) * 1e3 for key in ("on", "off", "ets"))
     added = float(on.mean() - off.mean())
     return _row("stream_forecast_ms_per_batch", "ms", round(float(on.mean()), 3), "same Analyzer, forecast off",
                 round(float(off.mean()), 3), round(float(on.mean() / off.mean()), 4),
-                {"added_ms": round(added, 3), "p99_ms": round(float(np.percentile(on, 99)), 3),
+                {"added_ms": round(added, 3), "forecaster": params.get("forecaster"),
+                 "added_ms_with_ets": round(float(ets.mean() - off.mean()), 3),
+                 "p99_ms": round(float(np.percentile(on, 99)), 3),
+                 "p99_ms_with_ets": round(float(np.percentile(ets, 99)), 3),
                  "p99_ms_forecast_off": round(float(np.percentile(off, 99)), 3),
                  "forecast_rows_per_batch": round(rows / n, 2), "batches": n, "series": 20,
                  "points_per_series_per_batch": 2, "analyze_params": params, "target": "added_ms <= 5"})
@@ -124,15 +148,15 @@ def _nab_rows(quick: bool) -> list[dict]:
     if quick:
         files = files[:4]
     rows: list[dict] = []
-    totals = {"ours": 0.0, "autoets": 0.0, "gbm": 0.0}
+    totals = {"ours": 0.0, "autoets": 0.0, "gbm": 0.0, "ets": 0.0}
     per_series = []
     peer_failures: list[str] = []
     for name, df, m in files:
         y = df["value"].to_numpy(dtype="float64")
         ts = pd.to_datetime(df["timestamp"], utc=True)
-        scores = {"ours": [], "autoets": [], "seasonal_naive": [], "gbm": []}
-        seconds = {"ours": 0.0, "autoets": 0.0, "gbm": 0.0}
-        detected = []
+        scores: dict[str, list[float]] = {"ours": [], "autoets": [], "seasonal_naive": [], "gbm": [], "ets": []}
+        seconds = {"ours": 0.0, "autoets": 0.0, "gbm": 0.0, "ets": 0.0}
+        detected, chosen = [], []
         for k in range(folds, 0, -1):
             origin = len(y) - k * m
             lo = max(0, origin - WINDOW)
@@ -140,9 +164,14 @@ def _nab_rows(quick: bool) -> list[dict]:
             scale = mase_scale(train, m)
 
             started = time.perf_counter()
-            f = HoltWinters(background=False, fit_window=WINDOW).learn(ts[lo:origin], train)
+            f = make_forecaster(AUTO_MODEL, background=False, fit_window=WINDOW).learn(ts[lo:origin], train)
             ours = f.forecast(len(test))["yhat"].to_numpy()
             ours_seconds = time.perf_counter() - started
+
+            started = time.perf_counter()
+            e = HoltWinters(background=False, fit_window=WINDOW).learn(ts[lo:origin], train)
+            ets = e.forecast(len(test))["yhat"].to_numpy()
+            ets_seconds = time.perf_counter() - started
 
             started = time.perf_counter()
             g = GradientBoosting(background=False, fit_window=WINDOW).learn(ts[lo:origin], train)
@@ -161,37 +190,50 @@ def _nab_rows(quick: bool) -> list[dict]:
             seconds["autoets"] += time.perf_counter() - started
             seconds["ours"] += ours_seconds
             seconds["gbm"] += gbm_seconds
+            seconds["ets"] += ets_seconds
             detected.append(f.season_length)
+            chosen.append(getattr(f, "chosen", None))
 
             naive = np.tile(train[-m:], -(-len(test) // m))[: len(test)]
             scores["ours"].append(mae(test, ours) / scale)
             scores["autoets"].append(mae(test, peer) / scale)
             scores["seasonal_naive"].append(mae(test, naive) / scale)
             scores["gbm"].append(mae(test, gbm) / scale)
+            scores["ets"].append(mae(test, ets) / scale)
         if not scores["ours"]:
             continue
         mean = {key: float(np.mean(v)) for key, v in scores.items()}
         totals["ours"] += seconds["ours"]
         totals["autoets"] += seconds["autoets"]
         totals["gbm"] += seconds["gbm"]
+        totals["ets"] += seconds["ets"]
         per_series.append((name, mean))
-        print(f"  {name}: ours {mean['ours']:.3f} autoets {mean['autoets']:.3f} snaive {mean['seasonal_naive']:.3f} "
-              f"gbm {mean['gbm']:.3f} | s ours {seconds['ours']:.2f} autoets {seconds['autoets']:.2f}",
+        print(f"  {name}: ours {mean['ours']:.3f} (chose {','.join(map(str, chosen))}) ets {mean['ets']:.3f} "
+              f"autoets {mean['autoets']:.3f} snaive {mean['seasonal_naive']:.3f} gbm {mean['gbm']:.3f} "
+              f"| s ours {seconds['ours']:.2f} ets {seconds['ets']:.2f} autoets {seconds['autoets']:.2f}",
               file=sys.stderr, flush=True)
         rows.append(_row(
             f"mase[{name}]", "MASE", round(mean["ours"], 4), "statsforecast AutoETS", round(mean["autoets"], 4),
             round(mean["ours"] / mean["autoets"], 4),
             {"season": m, "season_found_by_ets": detected, "seasonal_naive_mase": round(mean["seasonal_naive"], 4),
-             "beats_seasonal_naive": mean["ours"] < mean["seasonal_naive"],
-             "gbm_mase": round(mean["gbm"], 4),
+             "beats_seasonal_naive": mean["ours"] < mean["seasonal_naive"], "chosen": chosen,
+             "ets_mase": round(mean["ets"], 4), "gbm_mase": round(mean["gbm"], 4),
              "seconds_ours": round(seconds["ours"], 3), "seconds_autoets": round(seconds["autoets"], 3)},
         ))
+        # the choice per origin, in the printed table: what "auto" picked, its MASE beside seasonal naive's
+        rows.append(_row(
+            f"chosen[{name}]", "MASE " + ",".join(map(str, chosen)), round(mean["ours"], 4), "seasonal naive",
+            round(mean["seasonal_naive"], 4),
+            round(mean["ours"] / mean["seasonal_naive"], 4) if mean["seasonal_naive"] else None,
+            {"chosen_per_origin": chosen, "ets_mase": round(mean["ets"], 4),
+             "outcome": _versus_naive(mean["ours"], mean["seasonal_naive"])}))
     if not per_series:
         return [_row("forecast", "skipped", None, None, None, None, {"reason": "no seasonal series", **excluded})]
     ours_mean = float(np.mean([s["ours"] for _, s in per_series]))
     peer_mean = float(np.mean([s["autoets"] for _, s in per_series]))
     naive_mean = float(np.mean([s["seasonal_naive"] for _, s in per_series]))
-    beaten = [n for n, s in per_series if s["ours"] < s["seasonal_naive"]]
+    beaten = [n for n, s in per_series if _versus_naive(s["ours"], s["seasonal_naive"]) == "beats"]
+    tied = [n for n, s in per_series if _versus_naive(s["ours"], s["seasonal_naive"]) == "ties"]
     common = {"series": [n for n, _ in per_series], "excluded": excluded, "folds": folds, "horizon": "one season",
               "window": WINDOW, "quick": quick, "autoets_failed_origins_left_out": peer_failures}
     rows.insert(0, _row("mean_mase", "MASE", round(ours_mean, 4), "statsforecast AutoETS", round(peer_mean, 4),
@@ -199,14 +241,23 @@ def _nab_rows(quick: bool) -> list[dict]:
     rows.insert(1, _row("mean_mase_vs_seasonal_naive", "MASE", round(ours_mean, 4), "seasonal naive",
                         round(naive_mean, 4), round(ours_mean / naive_mean, 4),
                         {"beats_seasonal_naive_on": f"{len(beaten)}/{len(per_series)}",
-                         "not_beaten": [n for n, _ in per_series if n not in beaten],
+                         "ties_on": tied, "loses_on": [n for n, _ in per_series if n not in beaten + tied],
                          "target": "every series"}))
     rows.insert(2, _row("fit_forecast_seconds", "s", round(totals["ours"], 3), "statsforecast AutoETS",
                         round(totals["autoets"], 3), round(totals["ours"] / totals["autoets"], 4),
                         {"speedup": round(totals["autoets"] / max(totals["ours"], 1e-9), 1),
                          "target": "speedup >= 10", "fits": folds * len(per_series)}))
+    ets_mean = float(np.mean([s["ets"] for _, s in per_series]))
+    rows.insert(3, _row("mean_mase[ets]", "MASE", round(ets_mean, 4), "seasonal naive", round(naive_mean, 4),
+                        round(ets_mean / naive_mean, 4),
+                        {"model": "Holt-Winters alone (the default before issue 13)",
+                         "beats_seasonal_naive_on": sum(_versus_naive(s["ets"], s["seasonal_naive"]) == "beats"
+                                                        for _, s in per_series),
+                         "loses_on": [n for n, s in per_series
+                                      if _versus_naive(s["ets"], s["seasonal_naive"]) == "loses"],
+                         "seconds": round(totals["ets"], 3)}))
     gbm_mean = float(np.mean([s["gbm"] for _, s in per_series]))
-    rows.insert(3, _row("mean_mase[gbm]", "MASE", round(gbm_mean, 4), "statsforecast AutoETS", round(peer_mean, 4),
+    rows.insert(4, _row("mean_mase[gbm]", "MASE", round(gbm_mean, 4), "statsforecast AutoETS", round(peer_mean, 4),
                         round(gbm_mean / peer_mean, 4),
                         {"model": "our gradient boosting forecaster (not the default)",
                          "beats_seasonal_naive_on": sum(s["gbm"] < s["seasonal_naive"] for _, s in per_series),

@@ -46,8 +46,8 @@ class Analyzer:
 
     Parameters: ``detector`` (registry name), ``params`` for it, ``fields`` (default: every field column
     of the batch), ``only_anomalies`` (emit only flagged rows: what a store wants on a busy stream),
-    ``forecast`` (also run the registered forecaster ``forecaster`` — default ``"ets"``, what ``"auto"``
-    stands for — per series, emitting ``horizon`` steps with a band of coverage ``level``; refits run in
+    ``forecast`` (also run the registered forecaster ``forecaster`` — default ``"auto"``, which picks
+    Holt-Winters or seasonal naive per series by a backtest over its own last seasons — per series, emitting ``horizon`` steps with a band of coverage ``level``; refits run in
     the calling thread, the pipeline's, so a run is reproducible), ``forecast_every`` (emit a series'
     forecast once per this many of its grid points — sampling steps of the series, see
     :class:`~nexus_kernel.analysis.forecasting.ForecastStep`'s ``every`` — instead of after every batch:

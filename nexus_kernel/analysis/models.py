@@ -35,7 +35,7 @@ Example
 >>> tmp = tempfile.TemporaryDirectory()
 >>> record = retrain("pumps", store, directory=tmp.name, lookback="7d")
 >>> record.version, record.kind
-(1, 'ets')
+(1, 'auto')
 >>> len(serve("pumps", store, horizon=6))
 6
 >>> tmp.cleanup()

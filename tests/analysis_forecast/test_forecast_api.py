@@ -25,7 +25,7 @@ def test_forecast_is_plot_ready_and_in_the_forecasts_schema() -> None:
     assert set(FORECAST_COLUMNS) == set(out.columns)
     assert len(out) == 12 and set(out["series"]) == {"a", "b"}
     assert str(out["ts"].dtype) == "datetime64[ns, UTC]" and str(out["made_at"].dtype) == "datetime64[ns, UTC]"
-    assert (out["stream"] == "pumps").all() and (out["field"] == "value").all() and (out["model"] == "ets").all()
+    assert (out["stream"] == "pumps").all() and (out["field"] == "value").all() and (out["model"] == "auto").all()
     assert (out["level"] == 0.8).all()
     a = out[out["series"] == "a"]
     assert a["made_at"].iloc[0] == df["ts"].max()  # the origin: the newest point used
@@ -48,7 +48,7 @@ def test_forecast_accepts_a_series_and_a_plain_frame() -> None:
 def test_forecast_model_choice_and_errors() -> None:
     df = hourly()
     assert (forecast(df, horizon=2, model="gbm", max_iter=20)["model"] == "gbm").all()
-    known = r"\(known: ets, gbm, seasonal_naive; 'auto' = 'ets'\)"
+    known = r"\(known: auto, ets, gbm, seasonal_naive\)"
     with pytest.raises(LookupError, match=rf"unknown forecasters 'nope' {known}"):
         forecast(df, model="nope")
     with pytest.raises(ValueError, match="no numeric field"):

@@ -51,14 +51,15 @@ def settings(tmp_path):
 def test_retrain_writes_a_versioned_record_and_artifact(store, settings) -> None:
     store.write(points(24 * 12))
     first = retrain("pumps", store=store, settings=settings)
-    assert first.version == 1 and first.kind == "ets" and first.name == "pumps:forecast"
+    assert first.version == 1 and first.kind == "auto" and first.name == "pumps:forecast"
     # lookback of 7 days back from the newest point, not from the wall clock
     newest = pd.Timestamp("2024-06-01", tz="UTC") + pd.Timedelta(hours=24 * 12 - 1)
     assert first.train_end == newest and first.train_start == newest - pd.Timedelta("7D")
     assert first.metrics["horizon"] == 6 and first.metrics["evaluated"] == 6  # 2 series x 3 folds
     assert 0 < first.metrics["mase"] < 1 and set(first.metrics["series"]) == {"p1/value", "p2/value"}
-    assert first.features["p1/value"][0] == "level" and "season_24" in first.features["p1/value"]
-    assert first.params["fitted"]["p1/value"]["m"] == 24
+    fitted = first.params["fitted"]["p1/value"]  # "auto": the candidate its backtest chose, and why
+    assert fitted["m"] == 24 and fitted["chosen"] in fitted["backtest_mae"] and fitted["origins"] == 3
+    assert first.features["p1/value"][0] == f"chosen:{fitted['chosen']}"
     assert settings.home in __import__("pathlib").Path(first.artifact).parents
 
     second = retrain("pumps", store=store, settings=settings, model="gbm", max_iter=20)
@@ -75,7 +76,7 @@ def test_load_newest_or_a_given_version(store, settings) -> None:
     model, record = load_model(store, stream="pumps")
     assert record.version == 2 and isinstance(model, StreamModel) and model.kind == "seasonal_naive"
     model1, record1 = load_model(store, name="pumps:forecast", version=1)
-    assert record1.version == 1 and model1.kind == "ets"
+    assert record1.version == 1 and model1.kind == "auto"
     with pytest.raises(ModelNotFound):
         load_model(store, stream="nothing")
     with pytest.raises(ModelNotFound):

@@ -26,6 +26,7 @@ from nexus_kernel.analysis import Analyzer, ForecastStep, backtest, forecast
 from nexus_kernel.analysis.detectors import HoltWintersResidual, detectors
 from nexus_kernel.analysis.forecasting import (
     AUTO_MODEL,
+    AutoForecaster,
     BaseForecaster,
     HoltWinters,
     forecaster_class,
@@ -39,7 +40,7 @@ from nexus_kernel.storage import open_store
 
 ANALYSIS = Path(nka.__file__).parent
 DATA = Path(__file__).parent / "data"
-KNOWN = "(known: ets, gbm, seasonal_naive; 'auto' = 'ets')"
+KNOWN = "(known: auto, ets, gbm, seasonal_naive)"
 
 
 def hourly(n: int = 24 * 10, series: tuple[str, ...] = ("p1",), seed: int = 0) -> pd.DataFrame:
@@ -75,15 +76,15 @@ def test_an_unknown_forecaster_is_an_error_naming_the_known_ones(call) -> None:
 
 
 def test_analyzer_forecasts_with_the_real_default_forecaster() -> None:
-    assert Analyzer().forecaster == AUTO_MODEL == "ets" and AUTO_MODEL in forecasters
+    assert Analyzer().forecaster == AUTO_MODEL == "auto" and forecaster_class(AUTO_MODEL) is AutoForecaster
     df = hourly(series=("p1", "p2"))
     good, _ = Validator(Schema("pumps"))(df.drop(columns="seq"))
     out = Analyzer(forecast=True, horizon=6, level=0.8).update(good)["forecasts"]
-    assert (out["model"] == "ets").all() and set(out["series"]) == {"p1", "p2"} and len(out) == 12
+    assert (out["model"] == "auto").all() and set(out["series"]) == {"p1", "p2"} and len(out) == 12
     # the same numbers as the forecaster itself on the same points: no fallback, no second code path
     for key in ("p1", "p2"):
         rows = good[good["series"] == key]
-        alone = HoltWinters(background=False).learn(rows["ts"], rows["value"].to_numpy()).forecast(6, 0.8)
+        alone = AutoForecaster(background=False).learn(rows["ts"], rows["value"].to_numpy()).forecast(6, 0.8)
         mine = out[out["series"] == key]
         np.testing.assert_allclose(mine["yhat"], alone["yhat"])
         np.testing.assert_allclose(mine["hi"] - mine["lo"], alone["hi"] - alone["lo"])

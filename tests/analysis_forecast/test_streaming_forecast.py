@@ -57,7 +57,7 @@ def test_the_default_stream_forecasts_and_publishes_them_on_the_bus(tmp_path):
     frame = pd.concat(kept, ignore_index=True)
     per_forecast = frame.groupby(["series", "field", "made_at"]).size()
     assert (per_forecast == 60).all()  # the horizon the spec asks for, one row per step ahead
-    assert set(frame["model"]) == {"ets"} and (frame["ts"] > frame["made_at"]).all()
+    assert set(frame["model"]) == {"auto"} and (frame["ts"] > frame["made_at"]).all()
     assert (frame["lo"] <= frame["yhat"]).all() and (frame["yhat"] <= frame["hi"]).all()
     assert len(stored) >= len(kept[0])  # the same rows went to the store's forecasts table
 
@@ -94,7 +94,7 @@ def test_the_analyze_params_survive_a_saved_spec(settings):
     assert again.spec() == pipe.spec()
     assert analyze_params(again.spec()) == analyze_params(spec)
     analyze = next(s for s in again.steps if getattr(s, "kind", "") == "analyze")
-    assert (analyze.analyzer.forecast_every, analyze.analyzer.horizon, analyze.analyzer.forecaster) == (100, 60, "ets")
+    assert (analyze.analyzer.forecast_every, analyze.analyzer.horizon, analyze.analyzer.forecaster) == (100, 60, "auto")
 
 
 class PerSeriesStep(ForecastStep):

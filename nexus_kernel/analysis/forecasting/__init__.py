@@ -4,8 +4,8 @@ through.
 
 Public surface::
 
-    forecasters                                            # the registry: "ets", "gbm", "seasonal_naive"
-    forecaster_class(name) / forecaster_name(model)        # "auto" = AUTO_MODEL; unknown names raise, listing the known
+    forecasters                                            # the registry: "auto", "ets", "gbm", "seasonal_naive"
+    forecaster_class(name) / forecaster_name(model)        # unknown names raise, listing the known; AUTO_MODEL = "auto"
     make_forecaster(model="auto", **options)               # a fresh forecaster
     forecast(df, horizon="1h", level=0.9, model="auto")    # forecasts schema: ts, series, yhat, lo, hi, ...
     ForecastStep(model, horizon)(batch); .latest(series)   # incremental, one forecaster per (series, field)
@@ -13,7 +13,8 @@ Public surface::
     train(df, model) -> StreamModel; evaluate(df, model)   # the pure half of the model pipeline
     points_frame / forecast_rows / forecasts_frame         # the forecasts table schema, for new callers
 
-Members: ``"ets"`` (:class:`HoltWinters`, Holt-Winters exponential smoothing with automatic season),
+Members: ``"auto"`` (:class:`AutoForecaster`, the default: per series, the candidate — ``"ets"`` or
+``"seasonal_naive"`` — that forecast its own last seasons best in a rolling-origin backtest), ``"ets"`` (:class:`HoltWinters`, Holt-Winters exponential smoothing with automatic season),
 ``"gbm"`` (:class:`GradientBoosting` on lag and calendar features), ``"seasonal_naive"``
 (:class:`SeasonalNaive`, the baseline). Third-party members register through the
 ``nexus_kernel.forecasters`` entry-point group. Seasons come from
@@ -22,6 +23,7 @@ store: :mod:`nexus_kernel.analysis.models`.
 """
 
 from nexus_kernel.analysis.forecasting._base import BaseForecaster, Forecaster, empty_forecast
+from nexus_kernel.analysis.forecasting.auto import AutoForecaster
 from nexus_kernel.analysis.forecasting.backtest import backtest, coverage, mae, mase, mase_scale, smape, summarize
 from nexus_kernel.analysis.forecasting.ets import HoltWinters
 from nexus_kernel.analysis.forecasting.frames import (
@@ -64,6 +66,7 @@ __all__ = [
     "forecaster_class",
     "forecaster_name",
     "make_forecaster",
+    "AutoForecaster",
     "HoltWinters",
     "GradientBoosting",
     "SeasonalNaive",

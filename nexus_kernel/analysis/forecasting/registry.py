@@ -1,7 +1,7 @@
-"""The one name space of forecasters: names to classes, ``"auto"``, and fresh instances.
+"""The one name space of forecasters: names to classes, the default, and fresh instances.
 
-Built-in members register themselves here when their module is imported (``"ets"``, ``"gbm"``,
-``"seasonal_naive"``); third-party members through the ``nexus_kernel.forecasters`` entry-point group.
+Built-in members register themselves here when their module is imported (``"auto"``, ``"ets"``,
+``"gbm"``, ``"seasonal_naive"``); third-party members through the ``nexus_kernel.forecasters`` entry-point group.
 Every caller that turns a name into a forecaster — :func:`~nexus_kernel.analysis.forecasting.forecast`,
 :class:`~nexus_kernel.analysis.forecasting.ForecastStep`, the backtests, the model pipeline, the
 :class:`~nexus_kernel.analysis.Analyzer` — goes through :func:`forecaster_class`, so a name means the same
@@ -9,12 +9,12 @@ everywhere and an unknown one is an error that lists the known ones (never a sil
 
 Example
 -------
->>> forecaster_class("auto").__name__, forecaster_name("auto")
-('HoltWinters', 'ets')
+>>> forecaster_class("auto").__name__, forecaster_name("auto"), AUTO_MODEL
+('AutoForecaster', 'auto', 'auto')
 >>> forecaster_class("holt_winters")
 Traceback (most recent call last):
 ...
-nexus_kernel._registry.UnknownPluginError: unknown forecasters 'holt_winters' (known: ets, gbm, seasonal_naive; 'auto' = 'ets')
+nexus_kernel._registry.UnknownPluginError: unknown forecasters 'holt_winters' (known: auto, ets, gbm, seasonal_naive)
 """
 
 from __future__ import annotations
@@ -29,25 +29,25 @@ __all__ = ["forecasters", "AUTO_MODEL", "ModelLike", "forecaster_class", "foreca
 
 forecasters: Registry[type[BaseForecaster]] = Registry("forecasters")
 
-#: the model "auto" stands for: Holt-Winters with a detected season is accurate on the seasonal
-#: series streams mostly carry and fits in a fraction of a second (bench/forecast.py)
-AUTO_MODEL = "ets"
+#: the default forecaster: "auto" (:class:`~nexus_kernel.analysis.forecasting.auto.AutoForecaster`) picks,
+#: per series, Holt-Winters or seasonal naive by a backtest over its own last seasons; Holt-Winters alone
+#: lost to seasonal naive on some series (bench/forecast.py)
+AUTO_MODEL = "auto"
 
-#: what names a forecaster: a registered name or "auto", a class, or a prototype instance
+#: what names a forecaster: a registered name, a class, or a prototype instance
 ModelLike = str | type | BaseForecaster
 
 
 def forecaster_class(name: str) -> type[BaseForecaster]:
-    """The class registered as ``name`` (``"auto"`` is :data:`AUTO_MODEL`).
+    """The class registered as ``name``.
 
     Raises :class:`~nexus_kernel._registry.UnknownPluginError` (a ``LookupError``) naming the known
     forecasters when ``name`` is not one of them.
     """
-    real = AUTO_MODEL if name == "auto" else name
-    if not isinstance(real, str) or real not in forecasters:
+    if not isinstance(name, str) or name not in forecasters:
         known = ", ".join(forecasters.names())
-        raise UnknownPluginError(f"unknown forecasters {name!r} (known: {known}; 'auto' = {AUTO_MODEL!r})")
-    return forecasters.get(real)
+        raise UnknownPluginError(f"unknown forecasters {name!r} (known: {known})")
+    return forecasters.get(name)
 
 
 def forecaster_name(model: ModelLike) -> str:
@@ -55,7 +55,7 @@ def forecaster_name(model: ModelLike) -> str:
     goes by its class name. A string is checked: an unknown one raises as :func:`forecaster_class`."""
     if isinstance(model, str):
         forecaster_class(model)
-        return AUTO_MODEL if model == "auto" else model
+        return model
     cls = model if isinstance(model, type) else type(model)
     for name, member in forecasters.items():
         if member is cls:
