@@ -120,6 +120,13 @@ class Analyze(_ServiceStep):
         self.params = {"detector": detector, "only_anomalies": only_anomalies, "forecast": forecast, **params}
         self.analyzer = Analyzer(detector=detector, only_anomalies=only_anomalies, forecast=forecast, **params)
 
+    def bind(self, context: StepContext) -> None:
+        """Bound as its pipeline starts, on the pipeline's loop and before records come in: the detector's
+        kernels are loaded here (:meth:`~nexus_kernel.analysis.Analyzer.warm`, once per process), not on
+        the first busy batch, where they stalled every stream of the pipeline thread for up to a second."""
+        super().bind(context)
+        self.analyzer.warm()
+
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if batch.empty:
             return batch
