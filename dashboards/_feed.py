@@ -277,7 +277,8 @@ def _feed_html(anomalies: pd.DataFrame) -> str:
     items = []
     for row in anomalies.iloc[::-1].itertuples():
         facts = explain(row.reason)
-        sentence = describe_reason(facts) if facts and "text" not in facts else str(row.reason or "")
+        unparsed = set(facts) == {"text"}  # a reason that was not JSON: shown as it is
+        sentence = describe_reason(facts) if facts and not unparsed else str(row.reason or "")
         field = getattr(row, "field", None)
         what = f" ({html.escape(str(field))})" if isinstance(field, str) and field and field != "value" else ""
         detail = "".join(f"<tr><td style='color:#666;padding-right:8px'>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"

@@ -26,7 +26,8 @@ import pandas as pd
 
 __all__ = ["describe_reason"]
 
-_WORDED = ("detector", "feature", "statistic", "value", "threshold", "score", "expected", "since", "member")
+_WORDED = ("detector", "feature", "statistic", "value", "threshold", "score", "expected", "since", "member",
+           "observed", "text")
 
 
 def _num(value: Any) -> str:
@@ -77,6 +78,10 @@ def describe_reason(reason: str | dict[str, Any] | None) -> str:
         return str(facts)
     detector = _words(facts.get("detector", "the detector"))
     score = f" (score {_num(facts['score'])})" if "score" in facts else ""
+    if isinstance(facts.get("text"), str) and facts["text"]:
+        # the detector's own sentence already names the member, value, expected and threshold that fired
+        since = f"; since {_when(facts['since'])}" if "since" in facts else ""
+        return f"{detector} flagged it{score}: {facts['text'].rstrip('.')}{since}."
     parts = [f"{detector} flagged it{score}: {_measure(facts)}"]
     if "expected" in facts:
         parts.append(f"expected about {_num(facts['expected'])}")

@@ -431,7 +431,8 @@ class Pipeline:
         if not self._counting:
             self._tail().sink(self._count_out)
             self._counting = True
-        context = StepContext(self.name, self.settings, self.dead_letters, self.services, clock=self.source.clock)
+        context = StepContext(self.name, self.settings, self.dead_letters, self.services, clock=self.source.clock,
+                              failed=self._step_failed)
         for step in self._steps:
             as_step(step).bind(context)
         store, bus = self.services.get("store"), self.services.get("bus")

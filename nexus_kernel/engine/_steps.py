@@ -79,6 +79,9 @@ class StepContext:
     dead_letters: DeadLetterQueue
     services: dict[str, Any] = field(default_factory=dict)  # store, bus, cache when configured
     clock: Clock | None = None  # the source's clock (Source.clock); None: the wall clock
+    # how a step that works later, outside the graph's call (a timer on the pipeline's loop), reports a
+    # failure as the graph would: counted on the stream, its rows dead-lettered (step kind, error, rows)
+    failed: Callable[[str, Exception, pd.DataFrame], None] | None = None
 
 
 @runtime_checkable

@@ -155,8 +155,8 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     fields = field_columns(frame)
     out = pd.DataFrame(
         {
-            STREAM: frame[STREAM].astype("string"),
-            SERIES: frame[SERIES].astype("string"),
+            STREAM: _text(frame[STREAM]),
+            SERIES: _text(frame[SERIES]),
             TIME: frame[TIME].astype("datetime64[ns, UTC]"),
             SEQ: frame[SEQ].astype("int64"),
         },
@@ -169,10 +169,56 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _text(column: pd.Series) -> pd.Series:
+    """A key column as the ``string`` dtype; a categorical one (what the validator hands on) through its
+    categories, so each distinct name is converted once, not once per row."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        if len(codes) and codes.min() >= 0:
+            names = pd.array(column.cat.categories.astype(str).to_numpy(), dtype="string")
+            return pd.Series(names.take(codes), index=column.index, name=column.name)
+    return column.astype("string")
+
+
+def _ranks(column: pd.Series) -> np.ndarray:
+    """Integer codes of a text column that sort as its values do (what ``sort_values`` orders by)."""
+    codes = pd.factorize(column, sort=True)[0].astype(np.int64)
+    missing = codes < 0
+    if missing.any():  # sort_values puts missing values last
+        codes[missing] = codes.max() + 1
+    return codes
+
+
+def _sorted_order(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``frame.sort_values(keys, kind="stable")``'s row order, from integer codes (text keys ranked once):
+    the same order, without comparing strings row by row. Returns it and each key's codes in that order."""
+    codes = [frame[k].array.asi8 if k == TIME else (frame[k].to_numpy(np.int64) if k == SEQ else _ranks(frame[k]))
+             for k in keys]
+    order = np.lexsort(codes[::-1])  # lexsort is stable; its last key is the primary one
+    return order, [c[order] for c in codes]
+
+
+def _group_ends(codes: Sequence[np.ndarray]) -> np.ndarray:
+    """Where each run of equal keys ends, in rows sorted by those keys (True on a run's last row)."""
+    n = len(codes[0])
+    ends = np.zeros(n, dtype=bool)
+    if n:
+        ends[-1] = True
+        for c in codes:
+            ends[:-1] |= c[1:] != c[:-1]
+    return ends
+
+
 def newest_per_series(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (stream, series): the last by (ts, seq); vectorized."""
-    ordered = frame.sort_values([STREAM, *_SORT], kind="stable")
-    return ordered.drop_duplicates([STREAM, SERIES], keep="last")
+    """One row per (stream, series): the last by (ts, seq); vectorized.
+
+    The same rows, order and index as ``frame.sort_values([stream, series, ts, seq], kind="stable")
+    .drop_duplicates([stream, series], keep="last")``, with the text keys ranked once instead of sorted.
+    """
+    if len(frame) < 2:
+        return frame.copy()
+    order, codes = _sorted_order(frame, [STREAM, *_SORT])
+    return frame.iloc[order[_group_ends(codes[:2])]]
 
 
 def result_key(key_parts: Sequence[Hashable]) -> tuple[str, str]:
@@ -253,10 +299,34 @@ class _Window:
         if self.pending:
             frames = ([self.kept] if self.kept is not None else []) + self.pending
             merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-            merged = merged.sort_values(_SORT, kind="stable").drop_duplicates(keep="last")
-            self.kept = merged.groupby(SERIES, sort=False, observed=True).tail(self.size).reset_index(drop=True)
+            self.kept = _recent(merged, self.size)
             self.pending, self.pending_rows = [], 0
         return self.kept
+
+
+def _recent(merged: pd.DataFrame, size: int) -> pd.DataFrame:
+    """The last ``size`` rows per series by (ts, seq), exact duplicate rows dropped (the last kept).
+
+    The same frame as ``merged.sort_values([series, ts, seq], kind="stable").drop_duplicates(keep="last")
+    .groupby(series, sort=False).tail(size).reset_index(drop=True)``, cheaper: the sort runs on integer
+    codes, and only rows sharing their (series, ts, seq) with a neighbour are compared whole (an exact
+    duplicate shares its key, and equal keys are neighbours once sorted).
+    """
+    if not len(merged):
+        return merged.reset_index(drop=True)
+    order, (series, ts, seq) = _sorted_order(merged, _SORT)
+    same = np.zeros(len(order), dtype=bool)
+    same[1:] = (series[1:] == series[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
+    keep = np.ones(len(order), dtype=bool)
+    if same.any():
+        shared = same.copy()
+        shared[:-1] |= same[1:]  # a run's first row too
+        candidates = np.flatnonzero(shared)
+        keep[candidates[merged.iloc[order[candidates]].duplicated(keep="last").to_numpy()]] = False
+    order, series = order[keep], series[keep]
+    ends = np.flatnonzero(_group_ends([series]))  # last row of each series' run
+    run_end = ends[np.searchsorted(ends, np.arange(len(order)))]
+    return merged.iloc[order[run_end - np.arange(len(order)) < size]].reset_index(drop=True)
 
 
 @caches.register("memory")
