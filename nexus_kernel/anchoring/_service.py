@@ -79,6 +79,7 @@ class AnchorService:
         self._attempts = 0
         self._next_try = 0.0
         self.backoff = 0.0  # the wait before the next try after the last AnchorUnavailable (s)
+        self.unconfirmed = 0  # heads the last round left submitted but not final (the ticker confirms them)
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,7 +143,7 @@ class AnchorService:
 
         :class:`AnchorUnavailable` stops the round and schedules the next after the backoff.
         """
-        done = 0
+        done = left = 0
         with self._lock:
             if time.monotonic() < self._next_try:
                 return 0
@@ -164,11 +165,14 @@ class AnchorService:
                     except AnchorDropped as exc:
                         self.queue.dropped(head_id, name, str(exc))
                         self.stats["dropped"] += 1
+                        left += 1
                         continue  # submitted again on the next round
                     if receipt.status != status or receipt.status == "final":
                         self.queue.record(receipt)
                     if receipt.status == "final":
                         done += 1
+                    else:
+                        left += 1
             except AnchorUnavailable as exc:
                 self._attempts += 1
                 wait = min(self.retry_max, self.first_retry * 2 ** (self._attempts - 1))
@@ -179,6 +183,7 @@ class AnchorService:
                 log.warning("anchoring: %s; retrying in %.1f s", exc, wait)
                 return done
             self._attempts, self._next_try = 0, 0.0
+            self.unconfirmed = left
             self.stats["anchored"] += done
         return done
 
@@ -191,7 +196,8 @@ class AnchorService:
         latest = self.log.latest_head()
         return {"backend": self.backend.name, "log_size": self.log.size,
                 "head": latest.tree_size if latest else None, "pending": len(self.queue.pending(self.backend.name)),
-                "unlogged_frames": len(self._unlogged), "last_error": self.last_error, **self.stats}
+                "unlogged_frames": len(self._unlogged), "unconfirmed": self.unconfirmed, "last_error": self.last_error,
+                **self.stats}
 
     # -- running on its own thread -----------------------------------------------------------------
 
@@ -237,8 +243,8 @@ class AnchorService:
                         self._drain()
                 if self.due():
                     self.close_batch()
-                elif time.monotonic() >= self._next_try and self._attempts:
-                    self.anchor_pending()
+                elif time.monotonic() >= self._next_try and (self._attempts or self.unconfirmed):
+                    self.anchor_pending()  # retry after an outage; confirm what a chain has not made final yet
             except Exception as exc:  # noqa: BLE001 - the loop must live on; the queue keeps the work
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("anchoring: a round failed")
