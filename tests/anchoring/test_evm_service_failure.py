@@ -141,3 +141,128 @@ def test_anvil_stopped_mid_run_then_every_head_anchored_exactly_once(tmp_path: P
             service.backend.close()
         store.close()
         chain.stop()
+
+
+# -- the anchoring process killed between sending a transaction and recording its receipt ---------------
+
+WORKER = textwrap.dedent("""
+    import json, sys, time
+    import pandas as pd
+    from nexus_kernel.anchoring import AnchorService
+    from nexus_kernel.config import load_settings
+    from nexus_kernel.storage import PostgresStore
+
+    args = json.loads(sys.argv[1])
+    settings = load_settings(home=args["home"], anchor_backend="evm", anchor_every=5, anchor_interval=3600,
+                             evm_rpc_url=args["url"], evm_contract=args["contract"], evm_private_key=args["key"])
+    store = PostgresStore(args["dsn"], schema=args["schema"], timeout=600)
+    service = AnchorService(settings, store)
+    service.recover()  # what a restarted service does first
+    for start in args["batches"]:
+        n = 5
+        frame = pd.DataFrame({"stream": ["pumps"] * n, "series": ["p1"] * n,
+                              "ts": pd.date_range("2024-01-01", periods=start + n, freq="s", tz="UTC")[start:],
+                              "seq": range(start, start + n), "value": [float(i) for i in range(start, start + n)]})
+        store.write(frame)
+        service.ingest("points", frame)
+        service.close_batch()
+    while args["settle"] and service.queue.pending("evm"):
+        time.sleep(0.05)
+        service.anchor_pending()
+    print(json.dumps(service.status()))
+    service.backend.close()
+    store.close()
+""")
+
+
+def _worker(args: dict[str, Any]) -> subprocess.Popen[str]:
+    import json
+
+    return subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(worker: subprocess.Popen[str]) -> str:
+    out, err = worker.communicate(timeout=180)
+    assert worker.returncode == 0, err
+    return out
+
+
+def _waiting_on_receipts(admin: Any, schema: str) -> bool:
+    """Does some session wait for a lock on the schema's ``anchor_receipts`` (the worker's INSERT)?"""
+    row = admin.execute("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE NOT l.granted AND c.relname = 'anchor_receipts' AND n.nspname = %s",
+                        (schema,)).fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.parametrize("mining", ["automine", "paused"])
+def test_killed_between_send_and_receipt_then_each_head_anchored_once(anvil_chain: Any, pg_dsn: str,
+                                                                      tmp_path: Path, mining: str) -> None:
+    """automine: the lost transaction is mined (found by its Anchored log); paused: it waits in the
+    node's pool when the process dies and when the new one starts (found in the pool by nonce)."""
+    import psycopg
+    from eth_account import Account
+    from web3 import Web3
+
+    from nexus_kernel.anchoring.evm import DEV_KEYS, deploy_anchor
+
+    contract = deploy_anchor(anvil_chain.url, DEV_KEYS[0])
+    schema = f"anchor_{uuid.uuid4().hex[:10]}"
+    store = PostgresStore(pg_dsn, schema=schema, timeout=5)  # creates the tables the worker uses
+    args = {"home": str(tmp_path / "home"), "url": anvil_chain.url, "contract": contract, "key": DEV_KEYS[0],
+            "dsn": pg_dsn, "schema": schema}
+    w3 = Web3(Web3.HTTPProvider(anvil_chain.url))
+    sender = Account.from_key(DEV_KEYS[0]).address
+    admin = psycopg.connect(pg_dsn, autocommit=True)
+    locker = psycopg.connect(pg_dsn)
+    worker = None
+    try:
+        _finish(_worker({**args, "batches": [0], "settle": True}))  # a first head, anchored normally
+        assert store.read("anchor_receipts")["status"].tolist().count("final") == 1
+        if mining == "paused":
+            anvil_chain.rpc("evm_setAutomine", False)
+        sent_before = w3.eth.get_transaction_count(sender, "pending")
+
+        locker.execute(f'LOCK TABLE "{schema}".anchor_receipts IN EXCLUSIVE MODE')  # reads pass, writes wait
+        worker = _worker({**args, "batches": [5], "settle": False})
+        deadline = time.monotonic() + 120
+        while not (w3.eth.get_transaction_count(sender, "pending") > sent_before
+                   and _waiting_on_receipts(admin, schema)):
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker neither sent nor blocked on its receipt"
+            time.sleep(0.02)
+        os.kill(worker.pid, signal.SIGKILL)  # sent, receipt not recorded
+        worker.wait(30)
+        locker.rollback()
+
+        heads = store.read("log_heads")
+        lost = heads.loc[heads["tree_size"] == 10, "head_id"].iloc[0]
+        assert lost in set(store.read("anchor_queue")["head_id"])  # queued...
+        assert lost not in set(store.read("anchor_receipts")["head_id"])  # ...with no receipt recorded
+        mined = w3.eth.get_transaction_count(sender, "latest")
+        assert (mined == sent_before + 1) if mining == "automine" else (mined == sent_before), mined
+
+        _finish(_worker({**args, "batches": [10], "settle": False}))  # restarted on the same store
+        assert w3.eth.get_transaction_count(sender, "pending") == sent_before + 2  # the lost head not sent again
+        anvil_chain.rpc("evm_setAutomine", True)
+        anvil_chain.rpc("anvil_mine", "0x1")
+        _finish(_worker({**args, "batches": [], "settle": True}))
+
+        heads = store.read("log_heads")
+        assert sorted(heads["tree_size"]) == [5, 10, 15]
+        counts = _anchored_logs(anvil_chain.url, contract)
+        assert counts == {h: 1 for h in heads["head_id"]}, counts
+        settings = evm_settings(tmp_path / "home", anvil_chain.url, contract, anchor_backend="evm")
+        for iid in _one_item_per_head(store):
+            verdict = verify_item(iid, store, settings)
+            assert verdict.verified, verdict.text()
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+        locker.close()
+        admin.close()
+        store.drop_schema()
+        store.close()
