@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     anchor_retry_max: float = Field(60.0, gt=0, description="Longest wait between retries of an unreachable anchor backend (s).")
     anchor_confirm_timeout: float = Field(
         120.0, gt=0, description="Seconds a submitted anchor may stay pending before it is confirmed again later.")
+    anchor_backfill_slack: float = Field(
+        300.0, ge=0, description="After the service's bus subscription lagged, it logs from the store each stream's "
+        "items from this many seconds before the newest it had logged (late items older than that: anchor job).")
 
     # Anchoring, chain backends (nexus_kernel/anchoring/evm, nexus_kernel/anchoring/irys)
     evm_rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the EVM node the evm anchor uses.")

@@ -10,7 +10,9 @@ backend (``settings.anchor_backend``).
 Failure: :class:`AnchorUnavailable` leaves the heads queued and retries after a bounded exponential
 backoff (0.5 s doubling to ``anchor_retry_max``); :class:`AnchorDropped` records the drop and the head is
 submitted again. A store that fails while items are logged keeps the frames in memory (in order) and
-tries again. On start it signs a head over leaves logged but not yet covered (a crash between the two) and
+tries again. A subscription that lags (:class:`~nexus_kernel.storage.SubscriberLagged`: the bus dropped
+frames) is renewed and the service logs from the store what it missed (:meth:`backfill`): the store is the
+source of truth, the bus only the trigger. On start it signs a head over leaves logged but not yet covered (a crash between the two) and
 anchors whatever the queue holds, so a head is never left behind and, as backends answer a repeated
 submit with the anchor they already made, never anchored twice.
 
@@ -49,7 +51,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._encoding import ITEM_KINDS
+from ._encoding import ITEM_KINDS, item_id
 from ._heads import SignedTreeHead, signing_key
 from ._log import MerkleLog
 from ._protocol import ANCHORS, AnchorBackend, AnchorDropped, AnchorReceipt, AnchorUnavailable
@@ -62,6 +64,11 @@ log = logging.getLogger("nexus_kernel.anchoring")
 #: Bus topic kind → item kind.
 TOPIC_KINDS: dict[str, str] = {"points": "record", "anomalies": "anomaly", "dead_letters": "dead_letter",
                                "models": "model"}
+#: Bus topic kind → the store table its frames were written to and that table's time column (what
+#: :meth:`AnchorService.backfill` reads; ``points`` are read with ``store.query``).
+TOPIC_TABLES: dict[str, tuple[str, str]] = {"points": ("points", "ts"), "anomalies": ("anomalies", "ts"),
+                                            "dead_letters": ("dead_letters", "received_at"),
+                                            "models": ("models", "created_at")}
 
 
 class AnchorService:
@@ -76,14 +83,17 @@ class AnchorService:
         self._since_close = 0
         self._batch_started: float | None = None
         self._unlogged: deque[tuple[str, pd.DataFrame]] = deque()
+        self._marks: dict[tuple[str, str], pd.Timestamp] = {}  # (topic kind, stream) → newest time ingested
         self._attempts = 0
         self._next_try = 0.0
         self.backoff = 0.0  # the wait before the next try after the last AnchorUnavailable (s)
+        self.unconfirmed = 0  # heads the last round left submitted but not final (the ticker confirms them)
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self.stats = {"items": 0, "heads": 0, "anchored": 0, "unavailable": 0, "dropped": 0, "lagged": 0}
+        self.stats = {"items": 0, "heads": 0, "anchored": 0, "unavailable": 0, "dropped": 0, "lagged": 0,
+                      "backfilled": 0}
         self.last_error: str | None = None
 
     # -- the work, callable from any thread (a job calls these directly) ---------------------------
@@ -95,8 +105,48 @@ class AnchorService:
         """
         kind = TOPIC_KINDS.get(topic_kind, topic_kind)
         with self._lock:
+            self._mark(topic_kind, frame)
             self._unlogged.append((kind, frame))
             return self._drain()
+
+    def _mark(self, topic_kind: str, frame: pd.DataFrame) -> None:
+        """Remember each stream's newest time in ``frame`` (where :meth:`backfill` starts after a lag)."""
+        table = TOPIC_TABLES.get(topic_kind)
+        if table is None or frame.empty or "stream" not in frame or table[1] not in frame:
+            return
+        for stream, times in frame.groupby("stream")[table[1]]:
+            newest = pd.to_datetime(times, utc=True).max()
+            key = (topic_kind, str(stream))
+            if pd.notna(newest) and (key not in self._marks or newest > self._marks[key]):
+                self._marks[key] = newest
+
+    def backfill(self, topic_kind: str) -> int:
+        """Log what the store holds of ``topic_kind`` and the log does not (the bus dropped it); the count.
+
+        Per stream it reads from ``anchor_backfill_slack`` seconds before the newest time ingested of that
+        stream, the whole stream when none was; items already logged are skipped. Caveat: an item stored
+        with a time older than that window while frames were being dropped is left to the anchor job.
+        """
+        if topic_kind not in TOPIC_TABLES:
+            return 0
+        table = TOPIC_TABLES[topic_kind][0]
+        slack = pd.Timedelta(seconds=float(self.settings.anchor_backfill_slack))
+        known = set(self.store.read("log_leaves")["item_id"].astype(str))
+        kind = TOPIC_KINDS.get(topic_kind, topic_kind)
+        added = 0
+        for stream in self.store.streams():
+            mark = self._marks.get((topic_kind, stream))
+            start = None if mark is None else mark - slack
+            frame = (self.store.query(stream, start=start) if table == "points"
+                     else self.store.read(table, stream=stream, start=start))
+            if frame.empty:
+                continue
+            ids = [item_id(kind, key) for key, _ in ITEM_KINDS.get(kind).items(frame)]
+            missed = frame[[i not in known for i in ids]]
+            if not missed.empty:
+                added += self.ingest(topic_kind, missed)
+        self.stats["backfilled"] += added
+        return added
 
     def _drain(self) -> int:
         added = 0
@@ -142,7 +192,7 @@ class AnchorService:
 
         :class:`AnchorUnavailable` stops the round and schedules the next after the backoff.
         """
-        done = 0
+        done = left = 0
         with self._lock:
             if time.monotonic() < self._next_try:
                 return 0
@@ -164,11 +214,14 @@ class AnchorService:
                     except AnchorDropped as exc:
                         self.queue.dropped(head_id, name, str(exc))
                         self.stats["dropped"] += 1
+                        left += 1
                         continue  # submitted again on the next round
                     if receipt.status != status or receipt.status == "final":
                         self.queue.record(receipt)
                     if receipt.status == "final":
                         done += 1
+                    else:
+                        left += 1
             except AnchorUnavailable as exc:
                 self._attempts += 1
                 wait = min(self.retry_max, self.first_retry * 2 ** (self._attempts - 1))
@@ -179,6 +232,7 @@ class AnchorService:
                 log.warning("anchoring: %s; retrying in %.1f s", exc, wait)
                 return done
             self._attempts, self._next_try = 0, 0.0
+            self.unconfirmed = left
             self.stats["anchored"] += done
         return done
 
@@ -191,7 +245,8 @@ class AnchorService:
         latest = self.log.latest_head()
         return {"backend": self.backend.name, "log_size": self.log.size,
                 "head": latest.tree_size if latest else None, "pending": len(self.queue.pending(self.backend.name)),
-                "unlogged_frames": len(self._unlogged), "last_error": self.last_error, **self.stats}
+                "unlogged_frames": len(self._unlogged), "unconfirmed": self.unconfirmed, "last_error": self.last_error,
+                **self.stats}
 
     # -- running on its own thread -----------------------------------------------------------------
 
@@ -237,8 +292,8 @@ class AnchorService:
                         self._drain()
                 if self.due():
                     self.close_batch()
-                elif time.monotonic() >= self._next_try and self._attempts:
-                    self.anchor_pending()
+                elif time.monotonic() >= self._next_try and (self._attempts or self.unconfirmed):
+                    self.anchor_pending()  # retry after an outage; confirm what a chain has not made final yet
             except Exception as exc:  # noqa: BLE001 - the loop must live on; the queue keeps the work
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("anchoring: a round failed")
@@ -250,10 +305,16 @@ class AnchorService:
         from ..storage import SubscriberLagged, split_topic, topic_pattern
 
         assert self.bus is not None
+        lagged = False
         while True:
             try:
                 async with self.bus.subscribe(topic_pattern("*", topic_kind),
                                               maxsize=max(self.settings.bus_queue, 1000)) as sub:
+                    if lagged:  # subscribed again first, so nothing published meanwhile falls between the two
+                        added = await asyncio.to_thread(self.backfill, topic_kind)
+                        log.info("anchoring: %d %s item(s) the bus dropped logged from the store", added,
+                                 topic_kind)
+                        lagged = False
                     async for message in sub:
                         _, kind = split_topic(message.topic)
                         self.ingest(kind, message.frame)
@@ -261,8 +322,13 @@ class AnchorService:
                             self.close_batch()
             except SubscriberLagged as exc:
                 self.stats["lagged"] += exc.dropped
-                log.warning("anchoring: %s; %d frame(s) not logged (anchor their span with the anchor job)",
-                            exc, exc.dropped)
+                lagged = True
+                log.warning("anchoring: %s; %d frame(s) dropped, logging them from the store", exc, exc.dropped)
+            except Exception as exc:  # noqa: BLE001 - a failed backfill (store down): try again after a pause
+                self.last_error = f"following {topic_kind}: {type(exc).__name__}: {exc}"
+                log.warning("anchoring: %s", self.last_error)
+                lagged = True  # frames published while not subscribed are in the store: log them from there
+                await asyncio.sleep(1.0)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread; closes the open batch (its head is signed and queued) first."""

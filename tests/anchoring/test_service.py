@@ -131,3 +131,41 @@ def test_a_dropped_anchor_goes_back_into_the_queue_and_is_anchored_once(settings
     entries = store.read("ledger")
     assert sorted(entries["tree_size"]) == [5, 10] and entries["head_id"].is_unique
     assert service.queue.states("ledger")[head.head_id][0] == "final"
+
+
+def test_items_the_bus_dropped_while_the_service_lagged_are_logged_from_the_store(tmp_path):
+    """A subscription cut off for lagging is renewed and what it missed is read from the store (the source of
+    truth; the bus only triggers): every stored record ends logged once, and anchored."""
+    from nexus_kernel.storage import MemoryBus, topic
+
+    settings = load_settings(home=tmp_path / "home", anchor_every=100_000, anchor_interval=3600, bus_queue=10)
+    store = DuckDBStore(":memory:")
+    bus = MemoryBus()
+    service = AnchorService(settings, store, bus=bus).start()
+    try:
+        n = 1_500  # more frames than the subscription's queue holds (max(bus_queue, 1000))
+        frame = _stored(store, 0, n)
+        deadline = time.monotonic() + 30
+        while not bus.stats()["subscribers"]:
+            assert time.monotonic() < deadline, "the service never subscribed"
+            time.sleep(0.01)
+        with service._lock:  # the service busy elsewhere: its loop stalls in its next ingest
+            bus.publish_nowait(topic("pumps", "points"), frame.iloc[:1])
+            time.sleep(0.2)  # let the loop take the first frame and block on the lock
+            for i in range(1, n):
+                bus.publish_nowait(topic("pumps", "points"), frame.iloc[i:i + 1])
+        deadline = time.monotonic() + 60
+        while service.log.size < n:
+            assert time.monotonic() < deadline, service.status()
+            time.sleep(0.05)
+        assert service.stats["lagged"] > 0 and service.stats["backfilled"] > 0, service.status()
+        assert bus.stats()["lagged"] >= 1
+        leaves = store.read("log_leaves")
+        assert len(leaves) == n and leaves["item_id"].is_unique
+        head = service.close_batch()
+        assert head is not None and head.tree_size == n and service.queue.pending("ledger") == []
+        assert verify_item(leaves.sort_values("idx")["item_id"].iloc[-1], store, settings).verified
+    finally:
+        service.close()
+        bus.close()
+        store.close()

@@ -9,10 +9,14 @@ from the reference alone and the node, each fact in :mod:`._verify`.
 
 Parameters come from :class:`~nexus_kernel.config.Settings` (``evm_*``). Caveats:
 
-- Exactly once: before sending, ``submit`` asks the node for an ``Anchored`` log of the same head id
-  from the configured contract in the last ``evm_log_lookback`` blocks and returns that transaction
-  instead of sending a second one. A transaction still in the node's pool when the process died is not
-  found that way (on an automining node, such as anvil, there is no such window).
+- Exactly once: before sending, ``submit`` looks for an earlier anchor of the same head id and returns
+  that transaction instead of sending a second one — first among this key's transactions still waiting
+  in the node's pool (nonces between its mined and its pending count, read from the node's pending block,
+  else ``txpool_content``; a process that died after sending, before recording the receipt, leaves one
+  there), then among ``Anchored`` logs of the configured contract in the last ``evm_log_lookback``
+  blocks. In that order, a transaction mined between the two looks is still seen by the second. When
+  the node has transactions of this key waiting and can list neither, ``submit`` raises
+  :class:`AnchorUnavailable` (sent again once they are mined) rather than risk a second anchor.
 - Fees: EIP-1559 (max fee = 2 x base fee + tip), capped by ``evm_max_fee_gwei`` when set; a base fee
   above the cap raises :class:`AnchorUnavailable` (wait for cheaper gas) rather than overpaying.
 
@@ -105,7 +109,7 @@ class EvmAnchor:
         check_request(request)
         if self._account is None:
             raise AnchorError("evm anchor: no evm_private_key, this backend can only verify")
-        earlier = self._find_earlier(request)
+        earlier = self._find_in_pool(request) or self._find_earlier(request)
         if earlier is not None:
             log.info("tree head %s already anchored in %s; not sending again", request.head_id, earlier["tx_hash"])
             return AnchorReceipt(self.name, request.head_id, "pending", earlier)
@@ -208,6 +212,53 @@ class EvmAnchor:
         reference = {"chain_id": self.chain_id, "contract": self.contract, "tx_hash": _hex(tx_hash),
                      "from": self._account.address, "nonce": nonce, "event": ANCHORED_SIGNATURE}
         return AnchorReceipt(self.name, request.head_id, "pending", reference)
+
+    def _find_in_pool(self, request: AnchorRequest) -> dict[str, Any] | None:
+        """The reference of a transaction of this head from this key still waiting in the node's pool."""
+        assert self._account is not None
+        address = self._account.address
+        with rpc_errors("looking in the node's pool"):
+            mined = int(self._w3.eth.get_transaction_count(address, "latest"))
+            sent = int(self._w3.eth.get_transaction_count(address, "pending"))
+            if sent <= mined:
+                return None
+            waiting = self._waiting(address, set(range(mined, sent)))
+        for nonce in sorted(waiting):
+            tx = waiting[nonce]
+            if not tx.get("to") or to_checksum_address(tx["to"]) != self.contract:
+                continue
+            try:
+                function, args = self._abi_contract.decode_function_input(tx["input"])
+            except ValueError:
+                continue
+            if function.fn_name == "anchor" and bytes(args["headId"]).hex() == request.head_id:
+                return {"chain_id": self.chain_id, "contract": self.contract, "tx_hash": _hex(tx["hash"]),
+                        "from": address, "nonce": nonce, "event": ANCHORED_SIGNATURE}
+        return None
+
+    def _waiting(self, address: str, nonces: set[int]) -> dict[int, Mapping[str, Any]]:
+        """This key's pool transactions of ``nonces`` (nonce → transaction); AnchorUnavailable if the node
+        cannot list them all (the caller must not send while one of them may anchor the same head)."""
+        found: dict[int, Mapping[str, Any]] = {}
+        block = self._w3.eth.get_block("pending", full_transactions=True)
+        for tx in block.get("transactions", []):
+            if isinstance(tx, Mapping) and to_checksum_address(tx["from"]) == address and int(tx["nonce"]) in nonces:
+                found[int(tx["nonce"])] = tx
+        if nonces - set(found):  # a node whose pending block is the latest one: ask its pool
+            answer = self._w3.provider.make_request("txpool_content", [])  # type: ignore[arg-type]
+            pool = answer.get("result") if isinstance(answer, Mapping) else None
+            pending = pool.get("pending", {}) if isinstance(pool, Mapping) else {}
+            for sender, txs in pending.items():
+                if to_checksum_address(sender) == address:
+                    for nonce, tx in txs.items():
+                        if int(nonce) in nonces:
+                            found[int(nonce)] = tx
+        missing = nonces - set(found)
+        if missing:
+            raise AnchorUnavailable(f"evm node holds {len(missing)} unmined transaction(s) of {address} (nonces "
+                                    f"{sorted(missing)}) it cannot list; waiting until they are mined so that no "
+                                    "tree head is anchored twice")
+        return found
 
     def _find_earlier(self, request: AnchorRequest) -> dict[str, Any] | None:
         """The reference of an earlier anchor of this head by this contract, if the node has one."""

@@ -7,7 +7,10 @@
 5. ``evm.emitter``   - the receipt holds an ``Anchored`` log *emitted by the configured contract*; web3's
    ``process_receipt`` does not check a log's address, so logs of any other address are ignored here.
 6. ``evm.root``, ``evm.tree_size``, ``evm.head`` - that log's root, tree size and head id equal the request.
-7. ``evm.confirmations`` - the block of the transaction has at least N blocks on top (its own included).
+7. ``evm.sender``   - when the reference names a sender (``from``), the transaction was sent by it; when it
+   names the event (``event``), it is the ``Anchored`` event's signature; ``evm.block`` - when it names the
+   block (``block_number``, ``block_hash``), the transaction is in that block.
+8. ``evm.confirmations`` - the block of the transaction has at least N blocks on top (its own included).
 
 The walk stops at the first step that fails when the later ones cannot be computed (no receipt, no log).
 """
@@ -105,6 +108,20 @@ def verify_anchor(w3: Web3, contract: str, confirmations: int, request: AnchorRe
     step("evm.tree_size", tree_size == request.tree_size,
          f"log tree size {tree_size}, tree head tree size {request.tree_size}")
     step("evm.head", head_id == request.head_id, f"log head id {head_id}, tree head id {request.head_id}")
+    sender = reference.get("from")
+    if sender is not None:  # every field of a reference is checked: a changed one must not pass unnoticed
+        actual = to_checksum_address(receipt["from"])
+        step("evm.sender", isinstance(sender, str) and is_address(sender) and to_checksum_address(sender) == actual,
+             f"reference says sent by {sender}; the transaction was sent by {actual}")
+    block = {"block_number": int(receipt["blockNumber"]), "block_hash": "0x" + bytes(receipt["blockHash"]).hex()}
+    named = {key: reference[key] for key in block if key in reference}
+    if named:
+        step("evm.block", all(str(named[k]).lower() == str(block[k]) for k in named),
+             f"reference names {named}; the transaction is in block {block['block_number']} ({block['block_hash']})")
+    event = reference.get("event")
+    if event is not None:
+        step("evm.event", event == ANCHORED_SIGNATURE, f"reference names event {event!r}; anchors emit "
+             f"{ANCHORED_SIGNATURE!r}")
     depth = int(w3.eth.block_number) - int(receipt["blockNumber"]) + 1
     step("evm.confirmations", depth >= confirmations,
          f"{depth} confirmation(s) of block {receipt['blockNumber']}, {confirmations} required")

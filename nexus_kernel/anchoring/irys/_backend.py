@@ -181,6 +181,15 @@ class IrysAnchor:
                  else "receipt signed by a key other than irys_bundler_key")
         else:
             step("irys.bundler", True, "irys_bundler_key unset: trusting the key the receipt names")
+        # the reference's own claims, so that none can be changed unnoticed: the node it names is the
+        # configured one (a reference cannot bring its own node), the owner is the item's, the attestation ours
+        named = {k: reference.get(k) for k in ("node", "owner", "attestation") if k in reference}
+        expected = {"node": self.url, "owner": item.owner_address, "attestation": ATTESTATION}
+        wrong_claims = sorted(k for k, v in named.items() if v != expected[k])
+        step("irys.reference", not wrong_claims,
+             "node, owner and attestation as expected" if not wrong_claims
+             else "reference fields that differ: " + ", ".join(f"{k} {named[k]!r} (expected {expected[k]!r})"
+                                                              for k in wrong_claims))
         return steps
 
     def close(self) -> None:
