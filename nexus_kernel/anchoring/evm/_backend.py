@@ -43,7 +43,7 @@ from .._protocol import AnchorDropped, AnchorError, AnchorReceipt, AnchorRequest
 from ._contract import ANCHORED_SIGNATURE, ANCHORED_TOPIC, anchor_artifact
 from ._nonce import NonceKeeper
 from ._rpc import connect, rpc_errors, rpc_message
-from ._verify import check_request, hex0x as _hex, verify_anchor
+from ._verify import check_request, verify_anchor
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -279,3 +279,6 @@ class EvmAnchor:
         return None
 
 
+def _hex(value: Any) -> str:
+    text = value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
+    return text if text.startswith("0x") else "0x" + text
