@@ -163,6 +163,10 @@ def test_matrix_constant_matches_the_issue():
 @pytest.mark.parametrize("action", ACTIONS)
 def test_permission_matrix_cell(gw, role, action):
     n = f"{role}{action}"
+    # the stream the reads name exists (an unknown stream is a 404, which would hide the permission check)
+    gw.services.store.write(__import__("pandas").DataFrame({
+        "stream": ["pumps"], "series": ["a"], "ts": [__import__("pandas").Timestamp.now(tz="UTC")], "seq": [1],
+        "value": [1.0]}))
     if action == "delete":
         gw.services.manager.create(f"gone{n}", spec={"source": {"kind": "simulator", "params": {}}})
     method, path, body = _REQUESTS[action]
