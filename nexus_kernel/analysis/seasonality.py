@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-__all__ = ["acf", "dominant_period", "find_period", "seasonal_strength", "calendar_periods"]
+__all__ = ["acf", "dominant_period", "find_period", "seasonal_strength", "calendar_periods", "season_length"]
 
 
 def acf(y: np.ndarray, nlags: int) -> np.ndarray:
@@ -155,3 +155,14 @@ def seasonal_strength(y: np.ndarray, period: int | None) -> float:
     if total <= 1e-12 * max(1.0, float(np.abs(y).max()) ** 2):
         return 0.0
     return float(min(1.0, max(0.0, 1.0 - remainder.var() / total)))
+
+
+def season_length(y: np.ndarray, season: int | str | None, max_season: int, step: pd.Timedelta | None) -> int:
+    """The season a forecaster fits on ``y``: 0 for none; ``"auto"`` finds the dominant period (calendar
+    periods of ``step`` preferred); a given ``season`` holds only with at least two of them and two points."""
+    if season is None:
+        return 0
+    if season == "auto":
+        found = dominant_period(y, max_period=min(max_season, len(y) // 3), prefer=calendar_periods(step))
+        return int(found) if found else 0
+    return int(season) if len(y) >= 2 * int(season) + 2 else 0

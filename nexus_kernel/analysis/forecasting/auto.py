@@ -76,7 +76,7 @@ import numpy as np
 
 from nexus_kernel.analysis.forecasting._base import BaseForecaster
 from nexus_kernel.analysis.forecasting.registry import forecasters
-from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period
+from nexus_kernel.analysis.seasonality import season_length
 
 __all__ = ["AutoForecaster"]
 
@@ -169,13 +169,7 @@ class AutoForecaster(BaseForecaster):
         return member
 
     def _season_for(self, y: np.ndarray) -> int:
-        if self.season is None:
-            return 0
-        if self.season == "auto":
-            found = dominant_period(y, max_period=min(self.max_season, len(y) // 3),
-                                    prefer=calendar_periods(self.step))
-            return int(found) if found else 0
-        return int(self.season) if len(y) >= 2 * int(self.season) + 2 else 0
+        return season_length(y, self.season, self.max_season, self.step)
 
     def _fit(self, y: np.ndarray, start_slot: int) -> tuple[_State, np.ndarray]:
         start = start_slot + max(0, len(y) - self.fit_window)  # the slot of the kept window's first point

@@ -68,7 +68,7 @@ from threadpoolctl import threadpool_limits
 
 from nexus_kernel.analysis.forecasting._base import BaseForecaster
 from nexus_kernel.analysis.forecasting.registry import forecasters
-from nexus_kernel.analysis.seasonality import calendar_periods, dominant_period
+from nexus_kernel.analysis.seasonality import season_length
 
 __all__ = ["HoltWinters", "ets_polynomials"]
 
@@ -254,13 +254,7 @@ class HoltWinters(BaseForecaster):
         return {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma, "phi": s.phi, "trend": s.trend, "m": s.m}
 
     def _season_for(self, y: np.ndarray) -> int:
-        if self.season is None:
-            return 0
-        if self.season == "auto":
-            found = dominant_period(y, max_period=min(self.max_season, len(y) // 3),
-                                    prefer=calendar_periods(self.step))
-            return int(found) if found else 0
-        return int(self.season) if len(y) >= 2 * int(self.season) + 2 else 0
+        return season_length(y, self.season, self.max_season, self.step)
 
     def _fit(self, y: np.ndarray, start_slot: int) -> tuple[_State, np.ndarray]:
         # one BLAS thread: the optimiser's vectors are tiny, and threads spinning on them made each
