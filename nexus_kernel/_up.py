@@ -312,7 +312,9 @@ async def _run_locked(settings: Settings, headless: bool, duration: float | None
             served = await _serve_gateway(settings, runtime, console, admin_token)
             authenticator = served.services.authenticator
             _discovery.advertise(settings, gateway=served.url)
-            advertised = True
+        else:  # owned, with no gateway to reach it through: others say so at once instead of waiting
+            _discovery.advertise(settings)
+        advertised = True
         needs_extra: list[str] = []
         if monitor:
             monitor_server = await _serve_monitor(settings, runtime, console, admin_token, authenticator,

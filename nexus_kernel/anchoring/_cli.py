@@ -44,7 +44,7 @@ def _verify_on_home(item_id: str, trusted_key: str | None) -> Verdict:
 
     settings = _settings()
     live = live_runtime(settings)
-    if live is not None and not live.in_process:
+    if live is not None and not live.in_process and live.gateway is not None:
         client = live.client()
         try:
             verdict = _verdict_from_json(client.verify(item_id))

@@ -63,6 +63,14 @@ def advertise(settings: Settings, **endpoints: Any) -> None:
     os.replace(tmp, path)
 
 
+def _advertised(home: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((home / RUNTIME_FILE).read_text())
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def withdraw(settings: Settings) -> None:
     """Remove ``home/runtime.json`` (on a clean stop)."""
     with contextlib.suppress(FileNotFoundError):
@@ -113,12 +121,21 @@ class LiveRuntime:
         return Client(self.gateway, self.token(), **options)
 
 
-def live_runtime(settings: Settings) -> LiveRuntime | None:
+#: Seconds a process waits for a ``nexus up`` that holds the home's lock but has not advertised itself
+#: yet (it is starting): opening the store meanwhile would take it from under the starting owner.
+STARTUP_WAIT = 60.0
+
+
+def live_runtime(settings: Settings, wait: float = STARTUP_WAIT) -> LiveRuntime | None:
     """The live runtime owning ``settings.home``, or None when no process owns it.
 
     Believed only while the home's lock is held by the PID ``runtime.json`` names: a file left by a
     killed ``nexus up`` (lock free) or by an earlier owner (another PID holds it now) is ignored. When
     this process is the owner, ``runtime`` is its :func:`~nexus_kernel.runtime.current` runtime.
+
+    While another process holds the lock but has not advertised itself yet (a ``nexus up`` starting),
+    this waits up to ``wait`` seconds for it; past that the owner is returned without a gateway, so
+    callers report it rather than open the store it is about to open.
     """
     from .._home_lock import holder_pid
     from ._runtime import current
@@ -127,15 +144,17 @@ def live_runtime(settings: Settings) -> LiveRuntime | None:
     own = current()
     if own is not None and Path(own.settings.home).resolve() == home.resolve():
         return LiveRuntime(settings, os.getpid(), None, store_identity(own.settings), own)
-    holder = holder_pid(home)
-    if not holder:  # None: nobody owns the home; 0: an owner that has not written its PID yet
-        return None
-    try:
-        info = json.loads((home / RUNTIME_FILE).read_text())
-    except (FileNotFoundError, ValueError, OSError):
-        return None
-    if not isinstance(info, dict) or info.get("pid") != holder:
-        return None
+    deadline = time.monotonic() + wait
+    while True:
+        holder = holder_pid(home)
+        if holder is None or holder == os.getpid():  # nobody owns the home, or this process is starting it
+            return None
+        info = _advertised(home)
+        if holder and info is not None and info.get("pid") == holder:
+            break
+        if time.monotonic() >= deadline:  # holder 0: an owner that has not written its PID yet
+            return LiveRuntime(settings, holder, None, None)
+        time.sleep(0.1)
     gateway = info.get("gateway")
     store = info.get("store")
     return LiveRuntime(settings, holder, gateway if isinstance(gateway, str) else None,
