@@ -147,11 +147,13 @@ def live_runtime(settings: Settings, wait: float = STARTUP_WAIT) -> LiveRuntime 
     deadline = time.monotonic() + wait
     while True:
         holder = holder_pid(home)
-        if holder is None or holder == os.getpid():  # nobody owns the home, or this process is starting it
+        if holder is None:  # nobody owns the home
             return None
         info = _advertised(home)
         if holder and info is not None and info.get("pid") == holder:
             break
+        if holder == os.getpid():  # this process holds the lock and has not advertised: never wait on itself
+            return None
         if time.monotonic() >= deadline:  # holder 0: an owner that has not written its PID yet
             return LiveRuntime(settings, holder, None, None)
         time.sleep(0.1)
