@@ -110,3 +110,48 @@ def test_on_a_live_stream_the_cadence_timer_scores_what_waits_and_the_stop_score
     store.close()
     assert fired and all(n > 0 for n in fired)  # the timer found batches waiting
     assert len(scored) == 800 and not scored.duplicated(["series", "ts", "detector"]).any()
+
+
+def test_on_a_cadence_the_scoring_runs_on_the_steps_own_thread_and_its_results_go_out_on_the_pipelines(
+        settings) -> None:
+    """The detectors' kernels release the GIL: scoring on a thread of its own runs beside validation and
+    store writes. The store and bus still get the results from the pipeline's loop, in order."""
+    import threading
+
+    from nexus_kernel.storage import open_bus, open_store
+
+    sim = sources.simulator(series=4, freq="1s", rate=400, seed=3, limit=800, bad_rate=0.0, start="2024-01-01",
+                            pace=0.05)
+    pipe = Pipeline.from_source(sim, settings=settings).validate().step("analyze", every=0.2,
+                                                                         only_anomalies=False)
+    store = open_store("memory")
+    pipe.services.update({"store": store, "bus": open_bus(backend="memory")})
+    step = pipe.steps[1]
+    scored_on: list[str] = []
+    written_on: list[str] = []
+    update, append = step.analyzer.update, store.append
+    step.analyzer.update = lambda b: scored_on.append(threading.current_thread().name) or update(b)  # type: ignore[method-assign]
+    store.append = lambda t, f: written_on.append(threading.current_thread().name) or append(t, f)  # type: ignore[method-assign]
+    pipe.run(timeout=60)
+    scored = store.read("anomalies", stream="sensors")
+    store.close()
+    assert any(name.startswith("analyze-sensors") for name in scored_on)
+    assert set(written_on) == {"nexus-engine-loop"}  # the loop pipe.run submits its pump to
+    assert len(scored) == 800 and not scored.duplicated(["series", "ts", "detector"]).any()
+
+
+def test_a_scoring_that_fails_on_the_steps_thread_is_reported_as_a_failing_step(settings) -> None:
+    sim = sources.simulator(series=2, freq="1s", rate=400, seed=3, limit=400, bad_rate=0.0, start="2024-01-01",
+                            pace=0.05)
+    pipe = Pipeline.from_source(sim, settings=settings).validate().step("analyze", every=0.2)
+    step = pipe.steps[1]
+
+    def broken(batch: pd.DataFrame) -> None:
+        raise RuntimeError("detector broke")
+
+    step.analyzer.update = broken  # type: ignore[method-assign]
+    pipe.run(timeout=60)
+    status = pipe.status()
+    assert status["errors"] >= 1 and "detector broke" in status["last_error"]
+    dead = pipe.dead_letters.recent()
+    assert len(dead) == 400 and set(dead["reason"]) == {"processing_error"}  # every row, none lost
