@@ -236,13 +236,13 @@ class Analyze(_ServiceStep):
         else:
             self._emit(results)
 
-    def _compute(self, batch: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], BaseException | None]:
+    def _compute(self, batch: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], Exception | None]:
         try:
             return batch, self.analyzer.update(batch), None
         except Exception as exc:  # noqa: BLE001 - reported on the pipeline's loop, as the graph's guard would
             return batch, {}, exc
 
-    def _failed(self, error: BaseException, batch: pd.DataFrame) -> None:
+    def _failed(self, error: Exception, batch: pd.DataFrame) -> None:
         failed = self.context.failed if self.context is not None else None
         if failed is None:
             raise error
