@@ -17,9 +17,9 @@ key
 
 Caveats
 -------
-* Items are deduplicated by id among those appended by this process in its recent past (``recent`` ids);
-  an item logged twice anyway (a replayed bus message after a restart) has two leaves proving the same
-  content — the verifier uses the first.
+* Items are deduplicated by id among the newest ``recent`` leaves of the log (read back from the store
+  when the log opens, so a bus message replayed after a restart is not logged again). An item older than
+  that and logged again anyway has two leaves proving the same content — the verifier uses the first.
 * The whole tree lives in memory (64 bytes per leaf; see :mod:`._merkle`).
 
 Example
@@ -79,8 +79,12 @@ class MerkleLog:
             if idx[0] != 0 or (len(idx) > 1 and (idx[1:] - idx[:-1] != 1).any()) or idx[-1] != len(idx) - 1:
                 raise LogError("the log's leaves are not numbered 0..n-1 without gaps: leaves were deleted")
             tree.extend_hashes(bytes.fromhex(h) for h in rows["leaf_hash"].tolist())
+        # the newest ids stored, so a restarted process does not log again what a replay brings back
+        tail = rows.iloc[-self._recent_max:] if len(rows) else rows
+        recent = OrderedDict(zip(tail["item_id"].tolist(), tail["idx"].tolist())) if len(tail) else OrderedDict()
         with self._lock:
             self.tree = tree
+            self._recent = recent
 
     @property
     def size(self) -> int:

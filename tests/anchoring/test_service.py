@@ -169,3 +169,24 @@ def test_items_the_bus_dropped_while_the_service_lagged_are_logged_from_the_stor
         service.close()
         bus.close()
         store.close()
+
+
+def test_items_replayed_after_a_restart_are_not_logged_again(settings, tmp_path):
+    """A restarted process reads the newest item ids back with the log: the records a bus replays after a
+    restart (the same ids) get no second leaf, and new ones are logged after the old."""
+    path = str(tmp_path / "log.duckdb")
+    store = DuckDBStore(path)
+    frame = _stored(store, 0, 8)
+    assert AnchorService(settings, store).ingest("points", frame) == 8
+    store.close()
+
+    store = DuckDBStore(path)
+    try:
+        restarted = AnchorService(settings, store)
+        assert restarted.log.size == 8
+        assert restarted.ingest("points", frame) == 0  # replayed: already logged
+        assert restarted.ingest("points", pd.concat([frame, _stored(store, 8, 3)])) == 3
+        leaves = store.read("log_leaves")
+        assert len(leaves) == 11 and not leaves["item_id"].duplicated().any()
+    finally:
+        store.close()
