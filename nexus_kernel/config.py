@@ -159,8 +159,6 @@ class Settings(BaseSettings):
         default_factory=lambda: ["points", "anomalies", "dead_letters"],
         description="Bus topic kinds whose frames the anchor service logs (points are logged as records).")
     anchor_retry_max: float = Field(60.0, gt=0, description="Longest wait between retries of an unreachable anchor backend (s).")
-    anchor_confirm_timeout: float = Field(
-        120.0, gt=0, description="Seconds a submitted anchor may stay pending before it is confirmed again later.")
     anchor_backfill_slack: float = Field(
         300.0, ge=0, description="After the service's bus subscription lagged, it logs from the store each stream's "
         "items from this many seconds before the newest it had logged (late items older than that: anchor job).")
@@ -178,6 +176,10 @@ class Settings(BaseSettings):
     evm_max_fee_gwei: float | None = Field(
         None, gt=0, description="Highest fee per gas (gwei) to pay; above it submit waits (AnchorUnavailable). Unset: no cap.")
     evm_timeout: float = Field(10.0, gt=0, description="Seconds one JSON-RPC call to the EVM node may take.")
+    evm_replace_after: float = Field(
+        60.0, gt=0, description="Seconds an anchor transaction may wait unmined in the node's pool before it is sent "
+        "again with the same nonce and fees raised by an eighth (a replacement the node accepts), within "
+        "evm_max_fee_gwei.")
     evm_log_lookback: int = Field(
         10_000, ge=0, description="Blocks searched for an earlier anchor of the same tree head before sending another.")
     irys_url: str = Field("https://uploader.irys.xyz", description="Irys (ANS-104 bundler) node the irys anchor uploads to.")

@@ -8,7 +8,7 @@ anchor service (:class:`AnchorService`) fills it from the live bus and, every ``
 proof step by step; :func:`export_bundle` writes one JSON file an outsider can check.
 """
 
-from ._encoding import ENCODING_VERSION, ITEM_KINDS, ItemKind, canonical_json, encode_item, item_id
+from ._encoding import ENCODING_VERSION, ITEM_KINDS, ItemKind, canonical_json, encode_item, item_id, item_ids
 from ._heads import SignedTreeHead, check_signature, sign_head, signing_key
 from ._kinds import RecordKind, TableKind
 from ._ledger import LedgerAnchor
@@ -69,7 +69,7 @@ __all__ = [
     "check_inclusion",
     "check_signature",
     "encode_item",
-    "item_id",
+    "item_id", "item_ids",
     "leaf_hash",
     "node_hash",
     "sign_head",

@@ -60,7 +60,7 @@ import pandas as pd
 
 from .._registry import Registry
 
-__all__ = ["ENCODING_VERSION", "ITEM_KINDS", "ItemKind", "canonical_json", "encode_item", "item_id",
+__all__ = ["ENCODING_VERSION", "ITEM_KINDS", "ItemKind", "canonical_json", "encode_item", "item_id", "item_ids",
            "normalize", "iso_time", "decode_item"]
 
 ENCODING_VERSION = 1
@@ -123,6 +123,17 @@ def item_id(kind: str, key: Mapping[str, Any]) -> str:
     """The stable id of the item of ``kind`` with ``key`` (independent of its content)."""
     digest = hashlib.sha256(kind.encode("ascii") + b"\n" + canonical_json(key)).hexdigest()
     return f"{kind}:{digest[:24]}"
+
+
+def item_ids(kind: str, frame: Any) -> list[str]:
+    """The item id of each row of ``frame`` (a store read of ``kind``'s table), in order.
+
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"name": ["m"], "version": [1], "metrics": ["{}"]})
+    >>> item_ids("model", rows) == [item_id("model", {"name": "m", "version": 1})]
+    True
+    """
+    return [item_id(kind, key) for key, _ in ITEM_KINDS.get(kind).items(frame)]
 
 
 @runtime_checkable

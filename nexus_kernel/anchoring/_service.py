@@ -216,7 +216,7 @@ class AnchorService:
                         self.stats["dropped"] += 1
                         left += 1
                         continue  # submitted again on the next round
-                    if receipt.status != status or receipt.status == "final":
+                    if receipt.status != status or receipt.status == "final" or receipt.reference != reference:
                         self.queue.record(receipt)
                     if receipt.status == "final":
                         done += 1

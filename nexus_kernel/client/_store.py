@@ -53,6 +53,7 @@ _MAX_LIMIT = {"models": 10_000, "job_runs": 10_000}
 #: the most result rows one append call sends (the gateway's bound on one request)
 APPEND_CHUNK = 10_000
 # what a client may append through the owner (the rest is written by the owner's pipelines)
+_ANNOTATIONS = ("item_id",)  # what the gateway adds to a table's rows (anchoring ids): not the table's
 _APPENDS = ("job_runs", "models", "forecasts", "anomalies")
 
 
@@ -223,7 +224,7 @@ class RemoteStore:
         rows = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
         if rows is None:
             return empty_frame(spec)
-        rows = conform(spec, rows)
+        rows = conform(spec, rows.drop(columns=list(_ANNOTATIONS), errors="ignore"))
         for column, value in local.items():
             rows = rows[rows[column] == value]
         if times_here:

@@ -301,8 +301,14 @@ def _table_route(path: str, table: str, summary: str) -> None:
                                         limit=q.limit, **equals)
         except (ValueError, TypeError) as exc:
             raise ApiError(422, str(exc)[:300], field="query") from None
+        if kind is not None and len(frame):
+            from ..anchoring import item_ids
+
+            # what `nexus verify ITEM_ID`, GET /api/verify/{item_id} and client.verify() take
+            frame = frame.assign(item_id=item_ids(kind, frame))
         _frame_answer(self, frame, q.format)
 
+    kind = {"anomalies": "anomaly", "dead_letters": "dead_letter"}.get(table)  # anchorable: rows carry item ids
     params = m.DeadLetterParams if table == "dead_letters" else m.TableParams  # no series column there
     get = operation("read", summary, query=params, response=m.Frame, content=_FRAME_TYPES)(get)
     name = "".join(p.capitalize() for p in table.split("_")) + "Handler"

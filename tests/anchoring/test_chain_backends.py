@@ -419,3 +419,60 @@ def test_evm_unfunded_key_waits_instead_of_failing(anchor_env_evm: ChainEnv, tmp
     with pytest.raises(AnchorUnavailable, match="insufficient funds"):
         broke.submit(make_request(62))
     broke.close()
+
+
+def test_evm_a_transaction_left_unmined_is_replaced_with_higher_fees_and_anchors_once(
+        anchor_env_evm: ChainEnv, tmp_path: Path) -> None:
+    """Through the service: a head's transaction waits in the pool (anvil mines nothing now) past
+    evm_replace_after; the next round sends it again with the same nonce and fees raised by an eighth, the
+    queue records the replacement, and once a block comes the replacement is the one anchor."""
+    import time
+
+    import pandas as pd
+    from web3 import Web3
+
+    from nexus_kernel.anchoring import AnchorService, verify_item
+    from nexus_kernel.storage import DuckDBStore
+
+    env = anchor_env_evm
+    settings = evm_settings(tmp_path / "stuck", env.chain.url, env.extra["contract"], evm_replace_after=0.5,
+                            anchor_every=3, anchor_interval=3600, anchor_backend="evm")
+    store = DuckDBStore(":memory:")
+    backend = ANCHORS.get("evm")(settings, None)
+    service = AnchorService(settings, store, backend=backend)
+    w3 = Web3(Web3.HTTPProvider(env.chain.url))
+    env.chain.rpc("evm_setAutomine", False)
+    try:
+        frame = pd.DataFrame({"stream": ["pumps"] * 3, "series": ["p1"] * 3, "seq": range(3), "value": [1.0, 2.0, 3.0],
+                              "ts": pd.date_range("2024-01-01", periods=3, freq="s", tz="UTC")})
+        store.write(frame)
+        service.ingest("points", frame)
+        head = service.close_batch()  # submitted; nothing is mined
+        assert head is not None
+        (state, first), = service.queue.states("evm").values()
+        assert state == "pending" and "replaced" not in first
+        old = w3.eth.get_transaction(first["tx_hash"])  # waiting in the pool
+        service.anchor_pending()  # too soon to replace
+        assert service.queue.states("evm")[head.head_id][1]["tx_hash"] == first["tx_hash"]
+
+        time.sleep(0.6)
+        service.anchor_pending()
+        state, second = service.queue.states("evm")[head.head_id]
+        assert state == "pending" and second["replaced"] == [first["tx_hash"]]
+        assert second["tx_hash"] != first["tx_hash"] and second["nonce"] == first["nonce"]
+        new = w3.eth.get_transaction(second["tx_hash"])
+        assert new["maxFeePerGas"] >= old["maxFeePerGas"] * 9 // 8 and new["nonce"] == old["nonce"]
+
+        env.chain.rpc("evm_mine")
+        service.anchor_pending()
+        state, final = service.queue.states("evm")[head.head_id]
+        assert state == "final" and final["tx_hash"] == second["tx_hash"]
+        assert service.queue.pending("evm") == []
+        request = service.log.head(head.head_id).request()
+        assert len(_anchor_logs(env, request)) == 1  # one nonce: the replaced transaction was never mined
+        iid = store.read("log_leaves")["item_id"].iloc[0]
+        assert verify_item(iid, store, settings).verified
+    finally:
+        env.chain.rpc("evm_setAutomine", True)
+        backend.close()
+        store.close()

@@ -52,3 +52,20 @@ def test_the_routes_are_in_the_openapi_document(gw):
     with Client(gw.url, gw.token("viewer")) as client:
         paths = client.openapi()["paths"]
     assert "get" in paths["/api/verify/{item_id}"] and "get" in paths["/api/anchors"]
+
+
+def test_anomalies_and_dead_letters_carry_the_item_id_verify_takes(gw):
+    """An analyst reading anomalies through the API gets each row's item id and verifies it as it is."""
+    logged = _anchored(gw)
+    with Client(gw.url, gw.token("viewer")) as client:
+        anomalies = client.anomalies("pumps")
+        assert sorted(anomalies["item_id"]) == sorted(logged)
+        picked = anomalies.loc[anomalies["series"] == "b", "item_id"].iloc[0]
+        assert client.verify(picked)["verified"]
+        assert client.dead_letters("pumps").empty  # none yet; the column comes with rows (below)
+    gw.services.store.append("dead_letters", pd.DataFrame({
+        "stream": ["pumps"], "seq": [7], "reason": ["bad_value"], "detail": ["value is not a number"],
+        "received_at": pd.to_datetime(["2024-01-01T00:00:01Z"]), "payload": ['{"value": "x"}']}))
+    with Client(gw.url, gw.token("viewer")) as client:
+        dead = client.dead_letters("pumps")
+    assert dead["item_id"].str.startswith("dead_letter:").all() and len(dead) == 1

@@ -19,6 +19,12 @@ Parameters come from :class:`~nexus_kernel.config.Settings` (``evm_*``). Caveats
   :class:`AnchorUnavailable` (sent again once they are mined) rather than risk a second anchor.
 - Fees: EIP-1559 (max fee = 2 x base fee + tip), capped by ``evm_max_fee_gwei`` when set; a base fee
   above the cap raises :class:`AnchorUnavailable` (wait for cheaper gas) rather than overpaying.
+- A transaction stuck in the pool (its fees fell below what blocks take) is replaced: ``confirm`` of a
+  transaction still unmined ``evm_replace_after`` seconds after it was sent signs the same call again
+  with the same nonce and both fees raised by an eighth at least (and to the current ones, if higher;
+  nodes refuse a replacement below +10 %), within ``evm_max_fee_gwei``. The receipt then names the new
+  transaction and keeps the ones it replaced (``replaced``); whichever of them is mined is the anchor —
+  one nonce, so exactly one of them can be.
 
 Example (needs a node; see the README section "Chain anchors")::
 
@@ -31,6 +37,7 @@ Example (needs a node; see the README section "Chain anchors")::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -66,7 +73,7 @@ class EvmAnchor:
         Chain to sign for; None asks the node (once).
     confirmations:
         Blocks (the anchor's own included) before ``confirm`` says final; ``verify`` asks as many.
-    gas_cap, max_fee_wei, timeout, log_lookback:
+    gas_cap, max_fee_wei, timeout, log_lookback, replace_after:
         See the ``evm_*`` settings.
     """
 
@@ -74,7 +81,7 @@ class EvmAnchor:
 
     def __init__(self, rpc_url: str, private_key: str | None, contract: str, *, chain_id: int | None = None,
                  confirmations: int = 1, gas_cap: int = 100_000, max_fee_wei: int | None = None,
-                 timeout: float = 10.0, log_lookback: int = 10_000) -> None:
+                 timeout: float = 10.0, log_lookback: int = 10_000, replace_after: float = 60.0) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be >= 1")
         try:
@@ -86,6 +93,7 @@ class EvmAnchor:
         self.gas_cap = gas_cap
         self.max_fee_wei = max_fee_wei
         self.log_lookback = log_lookback
+        self.replace_after = replace_after
         self._w3, self._session = connect(rpc_url, timeout)
         self._account = Account.from_key(private_key) if private_key else None
         self._chain_id = chain_id
@@ -101,7 +109,8 @@ class EvmAnchor:
         max_fee = int(settings.evm_max_fee_gwei * 10**9) if settings.evm_max_fee_gwei else None
         return cls(settings.evm_rpc_url, key, settings.evm_contract, chain_id=settings.evm_chain_id,
                    confirmations=settings.evm_confirmations, gas_cap=settings.evm_gas_cap, max_fee_wei=max_fee,
-                   timeout=settings.evm_timeout, log_lookback=settings.evm_log_lookback)
+                   timeout=settings.evm_timeout, log_lookback=settings.evm_log_lookback,
+                   replace_after=settings.evm_replace_after)
 
     # -- protocol ---------------------------------------------------------------------------------
 
@@ -142,17 +151,26 @@ class EvmAnchor:
         if not isinstance(tx_hash, str):
             raise AnchorError("evm receipt has no tx_hash")
         with rpc_errors("reading the anchor receipt"):
-            try:
-                tx_receipt = self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                tx_receipt = None
+            tx_receipt = None
+            for sent in [tx_hash, *reference.get("replaced", [])]:  # one nonce: at most one of them is mined
+                try:
+                    tx_receipt = self._w3.eth.get_transaction_receipt(sent)
+                except TransactionNotFound:
+                    continue
+                if tx_receipt is not None:
+                    if sent != tx_hash:
+                        reference["tx_hash"] = sent
+                        reference["replaced"] = [h for h in [tx_hash, *reference["replaced"]] if h != sent]
+                    break
             if tx_receipt is None:
                 try:
-                    self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+                    waiting = self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
                 except TransactionNotFound:
                     self._nonces.forget()  # its nonce is free again on this chain
                     raise AnchorDropped(f"evm transaction {tx_hash} is no longer known to the node "
                                         "(dropped by a reorg or from the pool): queue the tree head again") from None
+                if time.time() - float(reference.get("sent_at", time.time())) >= self.replace_after:
+                    reference = self._replace(waiting, reference)
                 return AnchorReceipt(self.name, receipt.head_id, "pending", reference)
             head = int(self._w3.eth.block_number)
         if int(tx_receipt["status"]) != 1:
@@ -162,6 +180,7 @@ class EvmAnchor:
         reference.update(block_number=block, block_hash=_hex(tx_receipt["blockHash"]),
                          gas_used=int(tx_receipt["gasUsed"]), confirmations=depth)
         if depth >= self.confirmations:
+            reference.pop("sent_at", None)  # only the pending need it; a final reference names the anchor alone
             return AnchorReceipt(self.name, receipt.head_id, "final", reference)
         return AnchorReceipt(self.name, receipt.head_id, "pending", reference)
 
@@ -210,8 +229,39 @@ class EvmAnchor:
             signed = self._account.sign_transaction({**tx, "nonce": nonce})
             tx_hash = self._w3.eth.send_raw_transaction(signed.raw_transaction)
         reference = {"chain_id": self.chain_id, "contract": self.contract, "tx_hash": _hex(tx_hash),
-                     "from": self._account.address, "nonce": nonce, "event": ANCHORED_SIGNATURE}
+                     "from": self._account.address, "nonce": nonce, "event": ANCHORED_SIGNATURE,
+                     "sent_at": round(time.time(), 3)}
         return AnchorReceipt(self.name, request.head_id, "pending", reference)
+
+    def _replace(self, waiting: Mapping[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+        """Send ``waiting`` (this key's transaction, unmined too long) again with its nonce and higher fees;
+        the reference of the replacement, or ``reference`` as it was if the fee cap leaves no room."""
+        if self._account is None or to_checksum_address(waiting["from"]) != self._account.address:
+            return reference  # a verify-only backend, or not our transaction: nothing to replace
+        old_fee, old_tip = int(waiting["maxFeePerGas"]), int(waiting["maxPriorityFeePerGas"])
+        try:
+            now = self._fees()
+        except AnchorUnavailable:  # the base fee alone is above the cap: a replacement would not be mined
+            now = {"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
+        tip = max(old_tip + old_tip // 8 + 1, now["maxPriorityFeePerGas"])
+        fee = max(old_fee + old_fee // 8 + 1, now["maxFeePerGas"], tip)
+        if self.max_fee_wei is not None and fee > self.max_fee_wei:
+            log.warning("evm anchor %s waits unmined, and raising its fee would pass evm_max_fee_gwei",
+                        reference["tx_hash"])
+            return reference
+        tx = {"from": self._account.address, "to": waiting["to"], "data": waiting["input"], "value": 0,
+              "chainId": self.chain_id, "gas": int(waiting["gas"]), "nonce": int(waiting["nonce"]),
+              "maxFeePerGas": fee, "maxPriorityFeePerGas": tip}
+        signed = self._account.sign_transaction(tx)
+        try:
+            new_hash = _hex(self._w3.eth.send_raw_transaction(signed.raw_transaction))
+        except Web3RPCError as exc:  # mined meanwhile ("nonce too low") or refused: confirmed next round
+            log.warning("evm anchor %s not replaced: %s", reference["tx_hash"], rpc_message(exc))
+            return reference
+        log.info("evm anchor %s waited unmined %.0f s; replaced by %s (max fee %d wei/gas)",
+                 reference["tx_hash"], self.replace_after, new_hash, fee)
+        return {**reference, "tx_hash": new_hash, "replaced": [reference["tx_hash"], *reference.get("replaced", [])],
+                "sent_at": round(time.time(), 3)}
 
     def _find_in_pool(self, request: AnchorRequest) -> dict[str, Any] | None:
         """The reference of a transaction of this head from this key still waiting in the node's pool."""
@@ -233,7 +283,8 @@ class EvmAnchor:
                 continue
             if function.fn_name == "anchor" and bytes(args["headId"]).hex() == request.head_id:
                 return {"chain_id": self.chain_id, "contract": self.contract, "tx_hash": _hex(tx["hash"]),
-                        "from": address, "nonce": nonce, "event": ANCHORED_SIGNATURE}
+                        "from": address, "nonce": nonce, "event": ANCHORED_SIGNATURE,
+                        "sent_at": round(time.time(), 3)}  # found now: replaced if it still waits later
         return None
 
     def _waiting(self, address: str, nonces: set[int]) -> dict[int, Mapping[str, Any]]:
