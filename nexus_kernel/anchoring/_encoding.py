@@ -76,6 +76,13 @@ def iso_time(value: Any) -> str:
 
 def normalize(value: Any) -> Any:
     """``value`` as plain JSON types (str, int, float, bool, None, list, dict); times as :func:`iso_time`."""
+    kind = type(value)  # the plain types first, by exact type: most of what an item holds, checked cheaply
+    if kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return None if value != value else value
+    if kind is dict:
+        return {k if type(k) is str else str(k): normalize(v) for k, v in value.items()}
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -95,10 +102,12 @@ def normalize(value: Any) -> Any:
     raise TypeError(f"cannot encode a {type(value).__name__} in an anchored item")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(value: Any) -> bytes:
     """The canonical JSON bytes of ``value`` (see the module docstring); infinities are refused."""
-    return json.dumps(normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _CANONICAL.encode(normalize(value)).encode("utf-8")
 
 
 def encode_item(kind: str, body: Mapping[str, Any]) -> bytes:
@@ -121,7 +130,12 @@ def decode_item(data: bytes) -> tuple[str, dict[str, Any]]:
 
 def item_id(kind: str, key: Mapping[str, Any]) -> str:
     """The stable id of the item of ``kind`` with ``key`` (independent of its content)."""
-    digest = hashlib.sha256(kind.encode("ascii") + b"\n" + canonical_json(key)).hexdigest()
+    return id_of_key_json(kind, canonical_json(key))
+
+
+def id_of_key_json(kind: str, key_json: bytes) -> str:
+    """:func:`item_id` from the key's canonical JSON (for a caller that keeps that JSON too)."""
+    digest = hashlib.sha256(kind.encode("ascii") + b"\n" + key_json).hexdigest()
     return f"{kind}:{digest[:24]}"
 
 

@@ -35,11 +35,24 @@ import numpy as np
 import pandas as pd
 
 from ..records import KEY_COLUMNS, field_columns
-from ._encoding import ITEM_KINDS, ItemKind, normalize
+from ._encoding import ITEM_KINDS, ItemKind, iso_time, normalize
 
 __all__ = ["RecordKind", "TableKind"]
 
 _US = pd.Timedelta(microseconds=1)
+
+
+def _iso_times(ts: pd.Series) -> list[str]:
+    """:func:`~._encoding.iso_time` of each time, at numpy speed (the same text: rounded to the
+    microsecond in UTC); years outside 1000–9999, which strftime and numpy write differently, one by one."""
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(ts.dtype):
+        return [iso_time(v) for v in ts.tolist()]
+    utc = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    micro = utc.dt.round("us").to_numpy(dtype="datetime64[us]")
+    years = micro.astype("datetime64[Y]").astype(np.int64) + 1970
+    if len(micro) and (years.min() < 1000 or years.max() > 9999):
+        return [iso_time(v) for v in ts.tolist()]
+    return [text + "Z" for text in np.datetime_as_string(micro, unit="us").tolist()]
 
 
 def _time_window(value: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -59,12 +72,15 @@ class RecordKind:
             return []
         fields = field_columns(frame)
         values = {f: frame[f].to_numpy(dtype="float64", na_value=np.nan) for f in fields}
-        keys = {c: frame[c].tolist() for c in KEY_COLUMNS}
+        keys = {c: frame[c].tolist() for c in KEY_COLUMNS if c != "ts"}
+        keys["ts"] = _iso_times(frame["ts"])
         attrs = frame["attrs"].tolist() if "attrs" in frame.columns else [None] * len(frame)
+        names = list(KEY_COLUMNS)
+        present_all = {f: ~np.isnan(v) for f, v in values.items()}
         out = []
-        for i in range(len(frame)):
-            key = normalize({c: keys[c][i] for c in KEY_COLUMNS})
-            present = {f: float(v[i]) for f, v in values.items() if not np.isnan(v[i])}
+        for i, row in enumerate(zip(*(keys[c] for c in names))):
+            key = normalize(dict(zip(names, row)))
+            present = {f: float(v[i]) for f, v in values.items() if present_all[f][i]}
             out.append((key, {**key, "fields": present, "attrs": normalize(attrs[i])}))
         return out
 

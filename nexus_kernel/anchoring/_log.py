@@ -44,7 +44,7 @@ from typing import Any
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ._encoding import canonical_json, encode_item, item_id
+from ._encoding import canonical_json, encode_item, id_of_key_json
 from ._heads import SignedTreeHead, sign_head
 from ._merkle import MerkleTree, leaf_hash
 
@@ -99,7 +99,8 @@ class MerkleLog:
             hashes: list[bytes] = []
             batch: set[str] = set()
             for key, body in items:
-                iid = item_id(kind, key)
+                key_json = canonical_json(key)
+                iid = id_of_key_json(kind, key_json)
                 if iid in self._recent or iid in batch:
                     continue
                 batch.add(iid)
@@ -107,7 +108,7 @@ class MerkleLog:
                 rows["idx"].append(start + len(hashes))
                 rows["item_id"].append(iid)
                 rows["kind"].append(kind)
-                rows["item_key"].append(canonical_json(key).decode("utf-8"))
+                rows["item_key"].append(key_json.decode("utf-8"))
                 rows["leaf_hash"].append(h.hex())
                 hashes.append(h)
             if not hashes:
