@@ -37,6 +37,9 @@ POOL: dict[str, dict[str, Any]] = {
 WEIGHT_GRID = (0.0, 0.6, 0.8, 1.0)
 REFRACTORY_GRID = (50, 150, 300)
 THRESHOLD_GRID = (2.0, 2.5, 3.0, 3.5)
+# per-member floors under the likelihood's deviation (the ensemble's ``min_sd`` per member): BOCPD's
+# run-length statistic sits near 0 on steady data, so its likelihood reads a small blip as many sigmas
+FLOOR_GRIDS: dict[str, tuple[float, ...]] = {"bocpd": (0.0, 0.02, 0.05, 0.1)}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class Config:
     warmup: int = 100
     cap: float = 3.0
     min_sd: float = 0.0
+    floors: tuple[tuple[str, float], ...] = ()  # per-member min_sd, over min_sd
+
+    def floor(self, member: str) -> float:
+        return dict(self.floors).get(member, self.min_sd)
 
     def members(self) -> dict[str, dict[str, Any]]:
         return {m: POOL[m] for m, w in self.weights if w > 0 or m in self.direct}
@@ -61,23 +68,31 @@ class Config:
         return {"members": self.members(), "weights": self.weight_map(), "direct": self.direct,
                 "refractory": self.refractory,
                 "threshold": self.threshold, "along": self.along, "short": self.short, "warmup": self.warmup,
-                "cap": self.cap, "min_sd": self.min_sd}
+                "cap": self.cap, "min_sd": self.min_sd, "floors": dict(self.floors)}
 
     def label(self) -> str:
         ws = ",".join(f"{m}:{w:g}" for m, w in self.weights if w > 0)
         direct = f" direct={','.join(self.direct)}" if self.direct else ""
-        return f"{{{ws}}}{direct} refractory={self.refractory} threshold={self.threshold:g} min_sd={self.min_sd:g}"
+        floors = "".join(f" floor[{m}]={v:g}" for m, v in self.floors)
+        return (f"{{{ws}}}{direct} refractory={self.refractory} threshold={self.threshold:g} "
+                f"min_sd={self.min_sd:g}{floors}")
 
 
 def default_config() -> Config:
     """The ensemble's current defaults as a configuration (the baseline)."""
-    from nexus_kernel.analysis.detectors.ensemble import DEFAULT_DIRECT, DEFAULT_MEMBERS, DEFAULT_WEIGHTS
+    from nexus_kernel.analysis.detectors.ensemble import (
+        DEFAULT_DIRECT,
+        DEFAULT_FLOORS,
+        DEFAULT_MEMBERS,
+        DEFAULT_WEIGHTS,
+    )
 
     for m, params in DEFAULT_MEMBERS.items():
         if POOL.get(m) != params:
             raise ValueError(f"the pool runs {m} with {POOL.get(m)}, the ensemble with {params}: keep them in step")
     weights = {m: DEFAULT_WEIGHTS.get(m, 1.0) for m in DEFAULT_MEMBERS}
-    return Config(tuple((m, weights.get(m, 0.0)) for m in POOL), tuple(DEFAULT_DIRECT))
+    return Config(tuple((m, weights.get(m, 0.0)) for m in POOL), tuple(DEFAULT_DIRECT),
+                  floors=tuple(sorted(DEFAULT_FLOORS.items())))
 
 
 def group_of(f) -> str:
@@ -94,11 +109,11 @@ class Cache:
     def member_z(self, key: str, member: str, cfg: Config) -> np.ndarray:
         from nexus_kernel.analysis.detectors.ensemble import _likelihood
 
-        k = (key, member, cfg.along, cfg.short, cfg.warmup, cfg.cap, cfg.min_sd)
+        k = (key, member, cfg.along, cfg.short, cfg.warmup, cfg.cap, cfg.floor(member))
         z = self.z.get(k)
         if z is None:
             a = np.minimum(self.excess[key][member], cfg.cap)
-            z = self.z[k] = _likelihood(a, np.zeros(4), cfg.along, cfg.short, cfg.warmup, cfg.min_sd)
+            z = self.z[k] = _likelihood(a, np.zeros(4), cfg.along, cfg.short, cfg.warmup, cfg.floor(member))
         return z
 
     def ensemble_z(self, key: str, cfg: Config) -> np.ndarray:
@@ -230,6 +245,13 @@ def choose(train, cache: Cache, profile: str = "standard", start: Config | None 
             s = value(cand)[1]
             if s > best + 1e-9:
                 cfg, best, improved = cand, s, True
+        for member, grid in FLOOR_GRIDS.items():
+            for f in grid:
+                cand = replace(cfg, floors=tuple((m, v) for m, v in cfg.floors if m != member)
+                               + (((member, f),) if f else ()))
+                s = value(cand)[1]
+                if s > best + 1e-9:
+                    cfg, best, improved = cand, s, True
         if not improved:
             break
     return cfg, value(cfg)[0], best

@@ -31,9 +31,6 @@ MEMBERS = {"spike": {"robust_z", "bocpd", "mean_shift", "sequence"},
 SEASON_MISS = ("never flagged: the ensemble's seasonal member waits 600 points for a period (finding it at 150, "
                "as the standalone one does, is NAB-neutral but does not help), and a stopped season moves its "
                "residual (scale inflated by the profile's cold start) too little for the likelihood")
-NOISE_ALARM = ("on seed 1 the ensemble raises a false alarm at point 273 on pure noise (a 13% BOCPD blip read "
-               "through a likelihood whose variance is ~0), and its 150-point quiet period then hides the anomaly "
-               "at 300; a variance floor (min_sd=0.02) removes it but lost on the NAB folds when chosen on them")
 
 
 def series(case: str, seed: int) -> np.ndarray:
@@ -81,8 +78,6 @@ CASES = sorted(WITHIN)
 def known(case: str, seed: int):
     if case == "season_stops":
         return pytest.param(case, seed, marks=pytest.mark.xfail(strict=True, reason=SEASON_MISS))
-    if seed == 1:
-        return pytest.param(case, seed, marks=pytest.mark.xfail(strict=True, reason=NOISE_ALARM))
     return pytest.param(case, seed)
 
 
