@@ -16,6 +16,7 @@ the walk runs in it, through its gateway (``GET /api/verify/{item_id}``).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ def _verdict_from_json(data: dict[str, Any]) -> Verdict:
     return Verdict(data.get("item_id"), steps, data.get("bundle"))
 
 
+PENDING_SLACK = 5.0  # seconds past anchor_interval a pending item is waited for (the owner's batch closing)
+
+
+def _pending(verdict: Verdict) -> bool:
+    """The item is logged but not anchored *yet*: its batch has not closed (an unknown id is not waited for)."""
+    if verdict.verified or not verdict.steps:
+        return False
+    last = verdict.steps[-1]
+    return last.step == "tree head" and "has not closed" in last.detail
+
+
 def _verify_on_home(item_id: str, trusted_key: str | None) -> Verdict:
     from ..runtime._discovery import live_runtime
     from ..storage import open_store
@@ -48,6 +60,15 @@ def _verify_on_home(item_id: str, trusted_key: str | None) -> Verdict:
         client = live.client()
         try:
             verdict = _verdict_from_json(client.verify(item_id))
+            # an item flagged a moment ago waits for its batch to close (every anchor_interval seconds, by
+            # the running owner): wait for it rather than fail on what is only pending
+            deadline = time.monotonic() + settings.anchor_interval + PENDING_SLACK
+            if _pending(verdict):
+                click.echo(f"{item_id}: {verdict.steps[-1].detail}; waiting up to "
+                           f"{deadline - time.monotonic():.0f} s for its batch to close", err=True)
+            while _pending(verdict) and time.monotonic() < deadline:
+                time.sleep(0.5)
+                verdict = _verdict_from_json(client.verify(item_id))
         finally:
             client.close()
         if trusted_key and verdict.bundle is not None:  # pin the key on the bundle the owner checked

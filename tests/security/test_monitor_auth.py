@@ -9,6 +9,7 @@ authenticator and API keys, ``nexus up`` itself, and Debian's Chromium for what 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -218,6 +219,7 @@ HAS_CONTROLS_JS = """() => (window.Bokeh ? Bokeh.documents : []).some(doc => Arr
 
 def test_browser_viewer_sees_plots_and_no_controls_analyst_gets_controls_until_revoked(
         chromium: str, artifacts: Path, monitor: MonitorThread) -> None:  # noqa: F811 - pytest fixtures
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
     from playwright.async_api import async_playwright
 
     viewer_token = mint_token(monitor.settings, "wall", "viewer")
@@ -277,12 +279,16 @@ def test_browser_viewer_sees_plots_and_no_controls_analyst_gets_controls_until_r
             assert monitor.state() == "running"
             await analyst.screenshot(path=str(artifacts / "monitor-analyst.png"), full_page=True)
 
-            # the key is revoked while the page is open: the next action is refused, then the page ends
+            # the key is revoked while the page is open: the next action is refused, then the page ends. On
+            # a loaded machine the session's periodic recheck may end the page before the click lands: then
+            # the button is gone, and the stream must still run all the same
             monitor.keys.revoke(entry["id"])
-            await analyst.get_by_role("button", name="stop", exact=True).click()
-            await analyst.get_by_text("refused: credential no longer accepted").wait_for(timeout=10_000)
+            with contextlib.suppress(PlaywrightTimeout):
+                await analyst.get_by_role("button", name="stop", exact=True).click(timeout=5_000)
+            await analyst.get_by_text(re.compile("refused: credential no longer accepted|Session ended")).first \
+                .wait_for(timeout=30_000)
             assert monitor.state() == "running"
-            await analyst.get_by_text("Session ended").wait_for(timeout=10_000)
+            await analyst.get_by_text("Session ended").wait_for(timeout=30_000)
             await analyst.reload()
             await analyst.wait_for_selector("input[name=token]", timeout=30_000)
 
