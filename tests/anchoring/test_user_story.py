@@ -46,6 +46,7 @@ def running_up(tmp_path):
 
 
 def _first_verified_anomaly(home: Path, cwd: Path, proc: subprocess.Popen) -> tuple[str, dict]:
+    _wait_until_up(home, cwd, proc)
     deadline = time.monotonic() + BOUND
     while time.monotonic() < deadline:
         assert proc.poll() is None, (cwd / "up.log").read_text()[-2000:]
@@ -93,3 +94,75 @@ def test_verify_tamper_and_bundle_elsewhere(running_up, tmp_path):
     assert outside.returncode == 0, outside.stdout + outside.stderr
     assert outside.stdout.splitlines()[-1] == f"{item_id}: verified"
     assert list(elsewhere.iterdir()) == [copied]  # no home was made there
+
+
+@pytest.fixture
+def slow_batches_up(tmp_path):
+    """nexus up whose anchor batches close only every 30 s: an anomaly flagged now waits for its head."""
+    home = tmp_path / "home"
+    env = {**_env(home), "NEXUS_ANCHOR_INTERVAL": "30", "NEXUS_ANCHOR_EVERY": "100000000"}
+    log = (tmp_path / "up.log").open("w")
+    proc = subprocess.Popen([*NEXUS, "up", "--headless", "--no-monitor", "--port", "0"], env=env,
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    yield home, proc, env
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    log.close()
+
+
+def _wait_until_up(home: Path, cwd: Path, proc: subprocess.Popen) -> None:
+    """Until nexus up has advertised its runtime (as a user starts it, then opens a second terminal)."""
+    from nexus_kernel.config import load_settings
+    from nexus_kernel.runtime._discovery import live_runtime
+
+    deadline = time.monotonic() + 120
+    while live_runtime(load_settings(home=home)) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, (cwd / "up.log").read_text()[-2000:]
+        time.sleep(0.2)
+
+
+def _pending_anomaly(home: Path, env: dict[str, str], cwd: Path, proc: subprocess.Popen) -> str:
+    """The id of a listed anomaly whose batch has not closed yet (asked of the running gateway)."""
+    from nexus_kernel.config import load_settings
+    from nexus_kernel.runtime._discovery import live_runtime
+
+    _wait_until_up(home, cwd, proc)
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (cwd / "up.log").read_text()[-2000:]
+        listed = subprocess.run([*NEXUS, "verify", "--list", "sensors", "--json"], env=env, cwd=cwd,
+                                capture_output=True, text=True, timeout=120)
+        live = live_runtime(load_settings(home=home))
+        if listed.returncode == 0 and live is not None:
+            client = live.client()
+            try:
+                for row in json.loads(listed.stdout or "[]"):  # newest first: the likeliest to be pending
+                    answer = client.verify(row["item_id"])
+                    if answer["failed_step"] == "tree head" and "has not closed" in answer["steps"][-1]["detail"]:
+                        return str(row["item_id"])
+            finally:
+                client.close()
+        time.sleep(0.5)
+    pytest.fail(f"no pending anomaly within {BOUND} s: {(cwd / 'up.log').read_text()[-2000:]}")
+
+
+def test_verify_waits_for_the_batch_of_an_item_flagged_a_moment_ago(slow_batches_up, tmp_path):
+    """An anomaly listed before its batch closed: `nexus verify` says it waits, then says verified.
+
+    Batches close every 30 s; the batch of an item found pending may still close in the second before the
+    command asks (then it verifies at once, without waiting): the next pending item is tried, three at most.
+    """
+    home, proc, env = slow_batches_up
+    outputs = []
+    for _ in range(3):
+        pending = _pending_anomaly(home, env, tmp_path, proc)
+        done = subprocess.run([*NEXUS, "verify", pending, "--json"], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["verified"]
+        outputs.append(done.stderr)
+        if "waiting up to" in done.stderr:
+            assert "for its batch to close" in done.stderr
+            return
+    pytest.fail(f"nexus verify never had to wait: {outputs}")
