@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -91,17 +93,23 @@ def test_every_is_checked_and_kept_in_the_spec() -> None:
             steps.get("analyze")(every=bad)
 
 
-def test_on_a_live_stream_the_cadence_timer_scores_what_waits_and_the_stop_scores_the_rest(settings) -> None:
+def _paced(settings, limit: int = 800, series: int = 4) -> tuple[Pipeline, Any, Any]:
+    """A live-paced pipeline (``limit`` records at 400/s, batches every 0.05 s) analysed on a 0.2 s
+    cadence, every score kept; the pipeline, its analyze step and its memory store."""
     from nexus_kernel.storage import open_bus, open_store
 
-    # paced: 800 records at 400/s, about 2 s of wall time, batches every 0.05 s; every=0.2 fires meanwhile
-    sim = sources.simulator(series=4, freq="1s", rate=400, seed=3, limit=800, bad_rate=0.0, start="2024-01-01",
-                            pace=0.05)
+    sim = sources.simulator(series=series, freq="1s", rate=400, seed=3, limit=limit, bad_rate=0.0,
+                            start="2024-01-01", pace=0.05)
     pipe = Pipeline.from_source(sim, settings=settings).validate().step("analyze", every=0.2,
                                                                          only_anomalies=False)
     store = open_store("memory")
     pipe.services.update({"store": store, "bus": open_bus(backend="memory")})
-    step = pipe.steps[1]
+    return pipe, pipe.steps[1], store
+
+
+def test_on_a_live_stream_the_cadence_timer_scores_what_waits_and_the_stop_scores_the_rest(settings) -> None:
+    # 800 records, about 2 s of wall time: every=0.2 fires meanwhile
+    pipe, step, store = _paced(settings)
     fired: list[int] = []
     due = step._due
     step._due = lambda: fired.append(len(step._pending)) or due()  # type: ignore[method-assign]
@@ -118,15 +126,7 @@ def test_on_a_cadence_the_scoring_runs_on_the_steps_own_thread_and_its_results_g
     store writes. The store and bus still get the results from the pipeline's loop, in order."""
     import threading
 
-    from nexus_kernel.storage import open_bus, open_store
-
-    sim = sources.simulator(series=4, freq="1s", rate=400, seed=3, limit=800, bad_rate=0.0, start="2024-01-01",
-                            pace=0.05)
-    pipe = Pipeline.from_source(sim, settings=settings).validate().step("analyze", every=0.2,
-                                                                         only_anomalies=False)
-    store = open_store("memory")
-    pipe.services.update({"store": store, "bus": open_bus(backend="memory")})
-    step = pipe.steps[1]
+    pipe, step, store = _paced(settings)
     scored_on: list[str] = []
     written_on: list[str] = []
     update, append = step.analyzer.update, store.append
@@ -141,10 +141,7 @@ def test_on_a_cadence_the_scoring_runs_on_the_steps_own_thread_and_its_results_g
 
 
 def test_a_scoring_that_fails_on_the_steps_thread_is_reported_as_a_failing_step(settings) -> None:
-    sim = sources.simulator(series=2, freq="1s", rate=400, seed=3, limit=400, bad_rate=0.0, start="2024-01-01",
-                            pace=0.05)
-    pipe = Pipeline.from_source(sim, settings=settings).validate().step("analyze", every=0.2)
-    step = pipe.steps[1]
+    pipe, step, store = _paced(settings, limit=400, series=2)
 
     def broken(batch: pd.DataFrame) -> None:
         raise RuntimeError("detector broke")
@@ -155,3 +152,5 @@ def test_a_scoring_that_fails_on_the_steps_thread_is_reported_as_a_failing_step(
     assert status["errors"] >= 1 and "detector broke" in status["last_error"]
     dead = pipe.dead_letters.recent()
     assert len(dead) == 400 and set(dead["reason"]) == {"processing_error"}  # every row, none lost
+    assert store.read("anomalies", stream="sensors").empty
+    store.close()
