@@ -26,7 +26,6 @@ kilobytes of records with keys of their own would otherwise make a frame of giga
 
 from __future__ import annotations
 
-import io
 import json
 import zlib
 from typing import Any
@@ -263,7 +262,7 @@ def _arrow_ndjson(body: bytes) -> pd.DataFrame | None:
         return None
     options = paj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
     try:
-        table = paj.read_json(io.BytesIO(body), read_options=_READ, parse_options=options)
+        table = paj.read_json(pa.BufferReader(body), read_options=_READ, parse_options=options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if any(_has_nulls(column) for column in table.columns):
@@ -313,7 +312,7 @@ def _first_line_schema(line: bytes) -> pa.Schema | None:
 def _inferred(line: bytes, name: str) -> pa.DataType | None:
     """The type Arrow infers for one column of one line (the nested ``attrs``, whose type is a struct)."""
     try:
-        kind = paj.read_json(io.BytesIO(line), read_options=_READ).schema.field(name).type
+        kind = paj.read_json(pa.BufferReader(line), read_options=_READ).schema.field(name).type
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
         return None
     return None if pa.types.is_null(kind) else kind

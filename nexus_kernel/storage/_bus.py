@@ -209,7 +209,7 @@ def encode_frame(frame: pd.DataFrame) -> bytes:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"the bus carries pandas DataFrames, got {type(frame).__name__}")
     try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise TypeError(f"frame cannot be sent on the bus (Arrow IPC): {exc}") from exc
     sink = pa.BufferOutputStream()

@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..records import field_columns
 from ._migrations import TYPES, upgrade
-from ._protocol import STORES, BaseStore, Query, StoreError, StoreLockedError, batch_to_long, split_store_url
+from ._protocol import (STORES, BaseStore, Query, StoreError, StoreLockedError, batch_to_long_rows,
+                        split_store_url)
 from ._tables import POINT_COLUMNS, BatchTypeError, TableSpec
 
 if TYPE_CHECKING:
@@ -87,26 +87,6 @@ class _Context:
 
     def qualified(self, name: str) -> str:
         return _q(name)
-
-
-def _long_groups(wide: pd.DataFrame, long: pd.DataFrame, group: np.ndarray) -> np.ndarray | None:
-    """The batch each long row came from: wide rows repeated once per field, empty cells dropped.
-
-    Checked against the rows themselves (series, seq, field): ``None`` when they disagree.
-    """
-    fields = field_columns(wide)
-    values = np.concatenate([wide[f].to_numpy(dtype="float64", na_value=np.nan) for f in fields])
-    present = ~np.isnan(values)
-    k = len(fields)
-    out = np.tile(group, k)[present]
-    if len(out) != len(long):
-        return None
-    same = (np.array_equal(np.tile(wide["seq"].to_numpy(dtype=np.int64), k)[present], long["seq"].to_numpy(np.int64))
-            and np.array_equal(np.repeat(np.asarray(fields, dtype=object), len(wide))[present],
-                               long["field"].to_numpy(dtype=object))
-            and np.array_equal(np.tile(wide["series"].astype(str).to_numpy(dtype=object), k)[present],
-                               long["series"].to_numpy(dtype=object)))
-    return out if same else None
 
 
 @STORES.register("memory")
@@ -171,38 +151,37 @@ class DuckDBStore(BaseStore):
     def _write_long(self, rows: pd.DataFrame) -> int:
         return int(self._insert_new(rows, None)[0])
 
-    def write_groups(self, batches: Sequence[pd.DataFrame]) -> list[int]:
-        """Write several batches in ONE transaction; the field values newly stored, per batch.
+    def write_groups(self, batch: pd.DataFrame, group: Sequence[int] | np.ndarray,
+                     groups: int | None = None) -> list[int]:
+        """Write a batch in ONE transaction, counting the field values newly stored per group of rows.
 
-        The same as ``[store.write(b) for b in batches]`` (an earlier batch wins a key that a later one
-        repeats), but with one fixed cost: the gateway coalesces concurrent ingest requests this way and
-        still answers each with its own count. A batch that breaks the contract refuses all of them.
+        ``group`` labels each row ``0..groups-1`` (e.g. the request it came from). The same as writing
+        each group's rows with ``store.write``, in label order (a lower label wins a key that a higher one
+        repeats), but with one fixed cost: the gateway's ingest rounds write concurrent requests this way
+        and still answer each with its own count. A batch that breaks the contract writes nothing.
 
         >>> import pandas as pd
         >>> store = DuckDBStore(":memory:")
-        >>> b = pd.DataFrame({"stream": ["s"], "series": ["a"], "ts": pd.to_datetime(["2024-01-01"], utc=True),
-        ...                   "seq": [1], "value": [1.0]})
-        >>> store.write_groups([b, b])
+        >>> b = pd.DataFrame({"stream": ["s", "s"], "series": ["a", "a"], "seq": [1, 1], "value": [1.0, 1.0],
+        ...                   "ts": pd.to_datetime(["2024-01-01", "2024-01-01"], utc=True)})
+        >>> store.write_groups(b, [0, 1])
         [1, 0]
         """
-        sizes = np.asarray([len(b) for b in batches], dtype=np.int64)
-        if not isinstance(batches, Sequence) or not all(isinstance(b, pd.DataFrame) for b in batches):
-            raise BatchTypeError("write_groups takes a sequence of DataFrames; nothing was written")
-        used = [b for b in batches if len(b)]
-        if len(used) <= 1:
-            return [self.write(b) if len(b) else 0 for b in batches]
-        # One contract check and one long conversion for the whole round (their fixed cost is the point).
-        wide = pd.concat(used, ignore_index=True, sort=False)
-        rows = batch_to_long(wide)
-        group = _long_groups(wide, rows, np.repeat(np.arange(len(batches)), sizes))
-        if group is None:  # the long layout was not the one expected: convert batch by batch instead
-            longs = [batch_to_long(b) for b in used]
-            rows = pd.concat(longs, ignore_index=True)
-            owners = np.flatnonzero(sizes)
-            group = np.repeat(owners, [len(long) for long in longs])
+        labels = np.asarray(group, dtype=np.int64)
+        if not isinstance(batch, pd.DataFrame):
+            raise BatchTypeError(f"a batch is a pandas DataFrame, not {type(batch).__name__}; nothing was written")
+        if labels.shape != (len(batch),):
+            raise ValueError(f"group has {labels.size} labels for {len(batch)} rows; nothing was written")
+        count = int(labels.max()) + 1 if len(labels) else 0
+        groups = count if groups is None else groups
+        if len(labels) and (labels.min() < 0 or count > groups):
+            raise ValueError(f"group labels must lie in 0..{groups - 1}; nothing was written")
+        if not len(batch):
+            return [0] * groups
+        rows, wide_rows = batch_to_long_rows(batch)  # one contract check and conversion for all groups
         if len(rows) == 0:
-            return [0] * len(batches)
-        counts = self._insert_new(rows, group.astype(np.int32), len(batches))
+            return [0] * groups
+        counts = self._insert_new(rows, labels[wide_rows].astype(np.int32), groups)
         return [int(c) for c in counts]
 
     def _insert_new(self, rows: pd.DataFrame, group: np.ndarray | None, groups: int = 1) -> np.ndarray:
@@ -211,7 +190,7 @@ class DuckDBStore(BaseStore):
         Why an anti-join and not a key: see the module docstring. Incoming rows are cast to the table's
         Arrow types up front (string, microsecond UTC times) so DuckDB scans them without converting.
         """
-        table = pa.Table.from_pandas(rows, preserve_index=False)
+        table = pa.Table.from_pandas(rows, preserve_index=False, nthreads=1)
         table = table.cast(_ARROW_POINTS, safe=False) if table.schema != _ARROW_POINTS else table
         lo, hi = rows["ts"].min().to_pydatetime(), rows["ts"].max().to_pydatetime()
         streams = rows["stream"].unique().tolist()
@@ -313,7 +292,7 @@ class DuckDBStore(BaseStore):
         cols = ", ".join(_q(c) for c in spec.names)
         key = ", ".join(_q(c) for c in spec.key)
         with self._tx() as con:
-            con.register("nexus_incoming", pa.Table.from_pandas(rows, preserve_index=False))
+            con.register("nexus_incoming", pa.Table.from_pandas(rows, preserve_index=False, nthreads=1))
             try:
                 count = _one(con.execute(
                     f"INSERT INTO {_q(spec.name)} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM nexus_incoming "

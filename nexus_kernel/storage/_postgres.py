@@ -220,7 +220,7 @@ class PostgresStore(BaseStore):
 
     # -- points
     def _write_long(self, rows: pd.DataFrame) -> int:
-        table = pa.Table.from_pandas(rows, preserve_index=False).cast(_ARROW)
+        table = pa.Table.from_pandas(rows, preserve_index=False, nthreads=1).cast(_ARROW)
         self._ensure_partitions(rows["ts"].min(), rows["ts"].max())
         encoder = pgpq.ArrowToPostgresBinaryEncoder(_ARROW)
         payload = bytearray(encoder.write_header())

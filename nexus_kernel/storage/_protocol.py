@@ -250,6 +250,15 @@ def _names(series: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 def batch_to_long(batch: pd.DataFrame) -> pd.DataFrame:
     """Check a batch against the contract and turn it into long point rows (see ``_tables``)."""
+    return batch_to_long_rows(batch)[0]
+
+
+def batch_to_long_rows(batch: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`batch_to_long`, and the batch row (position) each long row came from.
+
+    A batch row gives one long row per field it carries, fields in column order (empty cells give none),
+    so a caller that labels batch rows (the request each came from) labels long rows with ``labels[rows]``.
+    """
     if not isinstance(batch, pd.DataFrame):
         raise BatchTypeError(f"a batch is a pandas DataFrame, not {type(batch).__name__}; nothing was written")
     missing = [c for c in KEY_COLUMNS if c not in batch.columns]
@@ -267,6 +276,7 @@ def batch_to_long(batch: pd.DataFrame) -> pd.DataFrame:
             raise BatchTypeError(f"field '{name}' has dtype {column.dtype}; expected float64; nothing was written")
         values.append(column.to_numpy(dtype="float64", na_value=np.nan))
     k = len(fields)
+    rows = np.arange(len(keys), dtype=np.int64)
     if k == 1:
         long = keys.assign(field=pd.array(np.full(len(keys), fields[0], dtype=object), dtype="string"),
                            value=values[0])
@@ -275,9 +285,12 @@ def batch_to_long(batch: pd.DataFrame) -> pd.DataFrame:
         long = long.astype({c: keys[c].dtype for c in keys.columns})
         long["field"] = pd.array(np.repeat(np.asarray(fields, dtype=object), len(keys)), dtype="string")
         long["value"] = np.concatenate(values)
+        rows = np.tile(rows, k)
     long = long[list(POINTS.names)]
     present = ~np.isnan(long["value"].to_numpy())
-    return long if present.all() else long[present].reset_index(drop=True)
+    if present.all():
+        return long, rows
+    return long[present].reset_index(drop=True), rows[present]
 
 
 _BATCH_KEYS = TableSpec("batch", (("stream", "text"), ("series", "text"), ("ts", "time"), ("seq", "int"),

@@ -79,7 +79,7 @@ class Spool:
         return len(self.files())
 
     def put(self, kind: str, frame: pd.DataFrame) -> Path:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
         with self._lock:
             if self.size() + table.nbytes > self.max_bytes:
                 raise SpoolFullError(f"spool {self.directory} is full ({self.max_bytes} bytes) and the store is down; "

@@ -87,10 +87,22 @@ def test_write_groups_keeps_first_writer_and_counts_per_batch():
     t = pd.to_datetime(["2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z"])
     a = pd.DataFrame({"stream": ["s", "s"], "series": ["x", "x"], "ts": t, "seq": [1, 2], "value": [1.0, 2.0]})
     b = a.assign(value=[9.0, 9.0], temp=[5.0, float("nan")])  # same keys; one new field value
-    assert store.write_groups([a, b, a.iloc[:0]]) == [2, 1, 0]
+    # b's rows come first in the frame, but the lower label (a) is the earlier writer and wins the keys
+    assert store.write_groups(pd.concat([b, a], ignore_index=True), [1, 1, 0, 0], 3) == [2, 1, 0]
     stored = store.query("s")
     assert stored["value"].tolist() == [1.0, 2.0] and stored["temp"].isna().tolist() == [False, True]
-    assert store.write_groups([a, b]) == [0, 0]
+    assert store.write_groups(pd.concat([a, b], ignore_index=True), [0, 0, 1, 1]) == [0, 0]
+
+
+def test_write_groups_refuses_labels_that_do_not_fit_and_writes_nothing():
+    store = DuckDBStore(":memory:")
+    a = pd.DataFrame({"stream": ["s"], "series": ["x"], "ts": pd.to_datetime(["2024-01-01T00:00:00Z"]),
+                      "seq": [1], "value": [1.0]})
+    with pytest.raises(ValueError, match="2 labels for 1 rows"):
+        store.write_groups(a, [0, 1])
+    with pytest.raises(ValueError, match="0..0"):
+        store.write_groups(a, [1], 1)
+    assert store.query("s").empty
 
 
 def test_concurrent_http_requests_each_get_their_own_answer(serve_with):

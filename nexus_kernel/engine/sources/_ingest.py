@@ -28,7 +28,7 @@ is in the graph):
   and body index (the dead letters, reasons and details, go to the pipeline's dead-letter queue as any
   other);
 * at ``store``, the round's good rows are written in ONE transaction, split per request
-  (``store.write_groups``, or one ``write`` per request for a store without it), and every request is
+  (``store.write_groups`` with the request of each row, or one ``write`` per request for a store without it), and every request is
   answered right then — after the commit holding its rows, before analysis and windows run; the stored
   rows then go on to the steps after ``store`` (cache, publish, analyze, window...) joined with the rows
   of the rounds that follow while requests keep coming (:meth:`IngestInlet.defer`: analysis costs about
@@ -198,17 +198,12 @@ class IngestRound:
         written = [0] * len(self.requests)
         if store is not None and len(batch):
             owner = self._owners(batch)
-            cuts = np.searchsorted(owner, np.arange(len(self.requests) + 1)) if _ascending(owner) else None
-            groups = [batch.iloc[cuts[i]:cuts[i + 1]] if cuts is not None else batch.iloc[np.flatnonzero(owner == i)]
-                      for i in range(len(self.requests))]
-            used = [i for i, g in enumerate(groups) if len(g)]
             write_groups = getattr(store, "write_groups", None)
-            if write_groups is not None and len(used) > 1:
-                counts = list(write_groups([groups[i] for i in used]))
+            if write_groups is not None:
+                written = [int(count) for count in write_groups(batch, owner, len(self.requests))]
             else:
-                counts = [store.write(groups[i]) for i in used]
-            for i, count in zip(used, counts):
-                written[i] = int(count)
+                for i in np.unique(owner):
+                    written[i] = int(store.write(batch.iloc[np.flatnonzero(owner == i)]))
             step.written += len(batch)
         self.stored = True
         self.answer(written)
@@ -263,10 +258,6 @@ class IngestRound:
         # the first validated row carrying a seq owns it (exact when seqs are unique in the round)
         first = pd.Series(self.good_owner).groupby(self.good_seq, sort=False).first()
         return first.reindex(batch[SEQ].to_numpy()).fillna(0).to_numpy(dtype=np.int64)
-
-
-def _ascending(owner: np.ndarray) -> bool:
-    return len(owner) < 2 or bool((owner[1:] >= owner[:-1]).all())
 
 
 class IngestInlet:
