@@ -52,7 +52,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -131,7 +131,12 @@ def open_cache(settings: Settings | None = None, backend: str | None = None) -> 
 
 
 def check_batch(batch: pd.DataFrame) -> pd.DataFrame:
-    """Refuse, whole and with a clear message, a batch that breaks the contract."""
+    """Refuse, whole and with a clear message, a batch that breaks the contract; else it, normalized."""
+    return normalize(checked(batch))
+
+
+def checked(batch: pd.DataFrame) -> pd.DataFrame:
+    """The batch as it is, once it is known to keep the contract (:func:`check_batch` without normalizing)."""
     if not isinstance(batch, pd.DataFrame):
         raise TypeError(f"a batch is a pandas DataFrame, got {type(batch).__name__}")
     missing = [c for c in KEY_COLUMNS if c not in batch.columns]
@@ -147,7 +152,7 @@ def check_batch(batch: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"batch field column(s) {bad} are not numeric")
     if batch[STREAM].isna().any() or batch[SERIES].isna().any():
         raise ValueError("batch has rows without a stream or series")
-    return normalize(batch)
+    return batch
 
 
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
@@ -181,7 +186,14 @@ def _text(column: pd.Series) -> pd.Series:
 
 
 def _ranks(column: pd.Series) -> np.ndarray:
-    """Integer codes of a text column that sort as its values do (what ``sort_values`` orders by)."""
+    """Integer codes of a text column that sort as its values do as text (what ``sort_values`` orders by
+    once the column is text); a categorical one ranks its categories, not its rows."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = column.cat.categories.astype(str).to_numpy(dtype=object)
+        rank = np.empty(len(names) + 1, dtype=np.int64)
+        rank[np.argsort(names, kind="stable")] = np.arange(len(names))
+        rank[-1] = len(names)  # a missing value (code -1) sorts last
+        return rank[column.cat.codes.to_numpy()]
     codes = pd.factorize(column, sort=True)[0].astype(np.int64)
     missing = codes < 0
     if missing.any():  # sort_values puts missing values last
@@ -207,6 +219,17 @@ def _group_ends(codes: Sequence[np.ndarray]) -> np.ndarray:
         for c in codes:
             ends[:-1] |= c[1:] != c[:-1]
     return ends
+
+
+def _per_stream(batch: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """The batch's rows per stream: a pipeline's batch is one stream's, so that case is not grouped."""
+    streams = batch[STREAM]
+    first = streams.iloc[0]
+    if bool((streams == first).all()):
+        yield str(first), batch
+        return
+    for key, part in batch.groupby(STREAM, sort=False, observed=True):
+        yield str(key), part  # the stream column holds text; a group key is typed as any scalar
 
 
 def newest_per_series(frame: pd.DataFrame) -> pd.DataFrame:
@@ -370,14 +393,15 @@ class MemoryCache:
         return cls(settings.cache_recent, settings.cache_ttl, settings.cache_entries, settings.cache_state_ttl)
 
     def put_latest(self, batch: pd.DataFrame) -> int:
-        batch = check_batch(batch)
+        batch = checked(batch)
         if batch.empty:
             return 0
-        newest = newest_per_series(batch)
+        # the newest rows are found before normalizing: the validator's categorical keys rank cheaply
+        newest = normalize(newest_per_series(batch))
         now = time.monotonic()
         with self._lock:
-            for key, part in batch.groupby(STREAM, sort=False, observed=True):
-                stream = str(key)  # the stream column holds text; a group key is typed as any scalar
+            for stream, part in _per_stream(batch):
+                part = normalize(part)
                 self._expire(stream, now)
                 fresh = newest[newest[STREAM] == stream]
                 old = self._latest.get(stream)

@@ -33,6 +33,19 @@ def test_newest_per_series_and_recent_match_the_pandas_recipes(seed: int) -> Non
     pd.testing.assert_frame_equal(_cache._recent(frame, size), recent)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_categorical_keys_pick_the_rows_text_keys_pick(seed: int) -> None:
+    # categories listed out of text order, some unused: rows are ranked by their text all the same
+    rng = np.random.default_rng(seed)
+    frame = _frame(rng, int(rng.integers(1, 300)))
+    shuffled = {c: list(rng.permutation(["s1", "s10", "s2", "é", "S", "unused"] if c == SERIES
+                                        else ["a", "b", "zz", "unused"])) for c in (STREAM, SERIES)}
+    categorical = frame.assign(**{c: pd.Categorical(frame[c].astype(str), categories=shuffled[c])
+                                  for c in (STREAM, SERIES)})
+    text_rows = _cache.newest_per_series(frame).index
+    pd.testing.assert_index_equal(_cache.newest_per_series(categorical).index, text_rows)
+
+
 def test_categorical_keys_normalise_as_text_keys_do() -> None:
     frame = _frame(np.random.default_rng(3), 200)
     categorical = frame.assign(stream=frame["stream"].astype("category"), series=frame["series"].astype("category"))
