@@ -46,7 +46,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ._encoding import canonical_json, encode_item, id_of_key_json
 from ._heads import SignedTreeHead, sign_head
-from ._merkle import MerkleTree, leaf_hash
+from ._hashing import leaf_hashes
+from ._merkle import MerkleTree
 
 __all__ = ["MerkleLog", "LogError", "LeafRecord"]
 
@@ -64,7 +65,7 @@ class MerkleLog:
         self.store = store
         self.key = key
         self.tree = MerkleTree()
-        self._recent: OrderedDict[str, int] = OrderedDict()
+        self._recent: OrderedDict[str, None] = OrderedDict()  # the newest ids logged, oldest first: a bounded set
         self._recent_max = recent
         self._lock = threading.RLock()
         self.reload()
@@ -78,10 +79,13 @@ class MerkleLog:
             idx = rows["idx"].to_numpy()
             if idx[0] != 0 or (len(idx) > 1 and (idx[1:] - idx[:-1] != 1).any()) or idx[-1] != len(idx) - 1:
                 raise LogError("the log's leaves are not numbered 0..n-1 without gaps: leaves were deleted")
-            tree.extend_hashes(bytes.fromhex(h) for h in rows["leaf_hash"].tolist())
+            hexes = rows["leaf_hash"].astype(str).tolist()
+            if any(len(h) != 64 for h in hexes):
+                raise LogError("a stored leaf hash is not 32 bytes of hex: the log's leaves were altered")
+            tree.extend_leaf_digests(bytes.fromhex("".join(hexes)))
         # the newest ids stored, so a restarted process does not log again what a replay brings back
         tail = rows.iloc[-self._recent_max:] if len(rows) else rows
-        recent = OrderedDict(zip(tail["item_id"].tolist(), tail["idx"].tolist())) if len(tail) else OrderedDict()
+        recent = OrderedDict.fromkeys(tail["item_id"].tolist()) if len(tail) else OrderedDict()
         with self._lock:
             self.tree = tree
             self._recent = recent
@@ -95,8 +99,9 @@ class MerkleLog:
         """Log ``(key, body)`` items of ``kind``; returns ``(leaf index, item id)`` of those newly logged."""
         with self._lock:
             start = self.tree.size
-            rows: dict[str, list[Any]] = {"idx": [], "item_id": [], "kind": [], "item_key": [], "leaf_hash": []}
-            hashes: list[bytes] = []
+            ids: list[str] = []
+            keys: list[str] = []
+            encoded: list[bytes] = []
             batch: set[str] = set()
             for key, body in items:
                 key_json = canonical_json(key)
@@ -104,27 +109,26 @@ class MerkleLog:
                 if iid in self._recent or iid in batch:
                     continue
                 batch.add(iid)
-                h = leaf_hash(encode_item(kind, body))
-                rows["idx"].append(start + len(hashes))
-                rows["item_id"].append(iid)
-                rows["kind"].append(kind)
-                rows["item_key"].append(key_json.decode("utf-8"))
-                rows["leaf_hash"].append(h.hex())
-                hashes.append(h)
-            if not hashes:
+                ids.append(iid)
+                keys.append(key_json.decode("utf-8"))
+                encoded.append(encode_item(kind, body))
+            if not ids:
                 return []
+            digests = leaf_hashes(encoded)  # in bulk: one call for the batch, not one per leaf
+            text = digests.hex()
+            indexes = list(range(start, start + len(ids)))
             stamp = pd.Timestamp.now(tz="UTC") if when is None else pd.Timestamp(when)
-            frame = pd.DataFrame(rows).assign(appended_at=stamp)
-            written = self.store.append("log_leaves", frame)  # first: a failed write leaves the tree as it was
-            if written != len(hashes):
-                raise LogError(f"{len(hashes) - written} leaf indexes from {start} were already taken: "
+            frame = pd.DataFrame({"idx": indexes, "item_id": ids, "kind": [kind] * len(ids), "item_key": keys,
+                                  "leaf_hash": [text[i:i + 64] for i in range(0, len(text), 64)]})
+            written = self.store.append("log_leaves", frame.assign(appended_at=stamp))  # first: a failed
+            if written != len(ids):                                  # write leaves the tree as it was
+                raise LogError(f"{len(ids) - written} leaf indexes from {start} were already taken: "
                                "another process writes this log")
-            self.tree.extend_hashes(hashes)
-            for i, iid in enumerate(rows["item_id"]):
-                self._recent[iid] = start + i
-            while len(self._recent) > self._recent_max:
+            self.tree.extend_leaf_digests(digests)
+            self._recent.update(dict.fromkeys(ids))
+            for _ in range(len(self._recent) - self._recent_max):
                 self._recent.popitem(last=False)
-            return list(zip(rows["idx"], rows["item_id"], strict=True))
+            return list(zip(indexes, ids, strict=True))
 
     def sign_head(self, when: Any = None) -> SignedTreeHead:
         """Sign (and store) the head of the log as it is now; the newest stored head if nothing was added."""

@@ -51,7 +51,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._encoding import ITEM_KINDS, item_id
+from ._encoding import ITEM_KINDS, item_ids
 from ._heads import SignedTreeHead, signing_key
 from ._log import MerkleLog
 from ._protocol import ANCHORS, AnchorBackend, AnchorDropped, AnchorReceipt, AnchorUnavailable
@@ -141,7 +141,7 @@ class AnchorService:
                      else self.store.read(table, stream=stream, start=start))
             if frame.empty:
                 continue
-            ids = [item_id(kind, key) for key, _ in ITEM_KINDS.get(kind).items(frame)]
+            ids = item_ids(kind, frame)
             missed = frame[[i not in known for i in ids]]
             if not missed.empty:
                 added += self.ingest(topic_kind, missed)
