@@ -18,6 +18,7 @@ version  what
          aggregates under TimescaleDB); no-op for DuckDB
 4        anchoring: ``log_leaves``, ``log_heads``, ``anchor_queue``, ``anchor_receipts``, ``ledger``
          (PostgreSQL: an index on ``log_leaves.item_id``, which the verifier looks items up by)
+5        drops ``anchors`` (made by 2 as a placeholder, never written: anchoring has its tables of 4)
 =======  =========================================================================================
 
 Caveat: a migration, once released, is never edited; change the schema with a new one.
@@ -25,7 +26,7 @@ Caveat: a migration, once released, is never edited; change the schema with a ne
 Example
 -------
 >>> [m.version for m in MIGRATIONS]
-[1, 2, 3, 4]
+[1, 2, 3, 4, 5]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._tables import TABLES, V2_TABLES, V4_TABLES, TableSpec
+from ._tables import RETIRED_TABLES, TABLES, V2_TABLES, V4_TABLES, TableSpec
 
 __all__ = ["Migration", "MIGRATIONS", "LATEST", "Context", "upgrade"]
 
@@ -92,7 +93,8 @@ def _points(ctx: Context) -> None:
 
 def _aux(ctx: Context) -> None:
     for name in V2_TABLES:  # as they stood at version 2; tables added later come with their own migration
-        ctx.run(f"CREATE TABLE {{table}} ({ctx.column_list(TABLES[name])})", table=name)
+        spec = TABLES[name] if name in TABLES else RETIRED_TABLES[name]
+        ctx.run(f"CREATE TABLE {{table}} ({ctx.column_list(spec)})", table=name)
     types = TYPES[ctx.dialect]
     ctx.run(f"CREATE TABLE {{table}} (stream {types['text']} PRIMARY KEY, keep_seconds {types['float']} NOT NULL)",
             table="retention")
@@ -133,11 +135,16 @@ def _anchoring(ctx: Context) -> None:
     ctx.run("CREATE INDEX {index} ON {table} (item_id)", table="log_leaves", index="log_leaves_item_id")
 
 
+def _drop_placeholder_anchors(ctx: Context) -> None:
+    ctx.run("DROP TABLE IF EXISTS {table}", table="anchors")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "points", _points),
     Migration(2, "auxiliary tables and retention", _aux),
     Migration(3, "rollups (PostgreSQL)", _rollups),
     Migration(4, "anchoring: Merkle log, tree heads, anchor queue and ledger", _anchoring),
+    Migration(5, "drop the placeholder anchors table", _drop_placeholder_anchors),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -88,8 +88,6 @@ TABLES: dict[str, TableSpec] = {
               ("name", "version"), "created_at"),
         _spec("alerts", "id:text stream:text series:text ts:time rule:text severity:text state:text "
               "message:text facts:text", ("id",), "ts"),
-        _spec("anchors", "batch_id:int backend:text stream:text root:text start:time end:time count:int "
-              "tx:text uri:text created_at:time", ("batch_id", "backend"), "created_at"),
         _spec("job_runs", "run_id:text job:text started_at:time finished_at:time status:text output:text "
               "error:text params:text", ("run_id",), "started_at", stream=None),
         # anchoring (nexus_kernel/anchoring, migration 4): the Merkle log, its signed heads, the anchor
@@ -104,6 +102,12 @@ TABLES: dict[str, TableSpec] = {
         _spec("ledger", "seq:int head_id:text root:text tree_size:int prev_hash:text entry_hash:text "
               "recorded_at:time", ("seq",), "recorded_at", stream=None),
     )
+}
+#: Tables an earlier migration made and a later one dropped: kept so that the migrations run as released.
+#: ``anchors`` (2, dropped by 5) was a placeholder that nothing wrote; anchoring keeps its own tables (4).
+RETIRED_TABLES: dict[str, TableSpec] = {
+    "anchors": _spec("anchors", "batch_id:int backend:text stream:text root:text start:time end:time count:int "
+                     "tx:text uri:text created_at:time", ("batch_id", "backend"), "created_at"),
 }
 #: The tables migration 2 created (later tables come with their own migration).
 V2_TABLES: tuple[str, ...] = ("dead_letters", "anomalies", "forecasts", "models", "alerts", "anchors", "job_runs")

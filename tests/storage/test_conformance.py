@@ -285,3 +285,22 @@ def test_upgrade_path_from_v1(make_store, tmp_path):
     assert new.write(batch) == 0
     assert new.query("pumps", every="1h", agg="count")["value"].sum() == len(batch)
     assert new.append("alerts", _aux_frame(TABLES["alerts"], 2)) == 2
+
+
+def _tables_named(store, name: str) -> int:
+    if store.dialect == "duckdb":
+        return store._con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                  [name]).fetchone()[0]
+    with store._conn() as con:
+        return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s "
+                           "AND table_name = %s", (store.schema, name)).fetchone()[0]
+
+
+def test_migration_5_drops_the_placeholder_anchors_table(make_store, tmp_path):
+    options = {"path": tmp_path / "v4.duckdb"} if make_store.backend == "duckdb" else {"schema": new_schema()}
+    old = make_store(schema_version=4, **options)
+    assert _tables_named(old, "anchors") == 1  # made by migration 2, never written
+    if make_store.backend == "duckdb":
+        old.close()
+    new = make_store(**options)
+    assert new.schema_version() == SCHEMA_VERSION and _tables_named(new, "anchors") == 0
