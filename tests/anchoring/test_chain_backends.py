@@ -377,6 +377,25 @@ def test_irys_key_is_made_once_per_home(irys_node: Any, tmp_path: Path) -> None:
     second.close()
 
 
+def test_an_irys_anchor_verifies_away_from_its_home_and_writes_nothing_there(
+        anchor_env_irys: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nexus_kernel.config import load_settings
+
+    env = anchor_env_irys
+    request = make_request(60)
+    reference = settle(env.backend, env.backend.submit(request)).reference
+    monkeypatch.delenv("NEXUS_IRYS_URL", raising=False)
+    away = ANCHORS.get("irys")(load_settings(home=tmp_path / "elsewhere"), None)  # no irys_url, no key
+    steps = away.verify(request, reference)
+    assert not failed(steps), steps
+    assert "not compared (irys_url is not set here)" in [s for s in steps if s.step == "irys.reference"][0].detail
+    assert not (tmp_path / "elsewhere" / "irys_key").exists()  # checking made no key
+    assert "irys.data" in failed(away.verify(make_request(61), reference))  # the item still must be this head's
+    away.close()
+    # where irys_url is set, a reference naming another node is refused
+    assert failed(env.backend.verify(request, {**reference, "node": "http://127.0.0.1:9"})) == ["irys.reference"]
+
+
 def test_nexus_anchor_deploy_prints_a_working_contract(anvil_chain: Any, tmp_path: Path) -> None:
     import os
     import subprocess
