@@ -25,7 +25,7 @@ Example
 -------
 >>> store = DuckDBStore(":memory:")
 >>> store.schema_version()
-4
+5
 
 References: DuckDB, "Concurrency" and "Indexes" (duckdb.org/docs), Arrow integration.
 """
@@ -43,11 +43,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ._arrow_long import ARROW_POINTS, long_table
 from ._migrations import TYPES, upgrade
 from ._protocol import (STORES, BaseStore, Query, StoreError, StoreLockedError, batch_to_long_rows,
                         split_store_url)
-from ._tables import POINT_COLUMNS, BatchTypeError, TableSpec
+from ._tables import POINT_COLUMNS, POINT_KEY, BatchTypeError, TableSpec
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -55,9 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["DuckDBStore"]
 
 _KEY = "stream, series, field, ts, seq"
-_ARROW_POINTS = pa.schema([("stream", pa.string()), ("series", pa.string()), ("field", pa.string()),
-                           ("ts", pa.timestamp("us", tz="UTC")), ("seq", pa.int64()), ("value", pa.float64()),
-                           ("attrs", pa.string())])
 
 
 def _q(name: str) -> str:
@@ -87,6 +86,12 @@ class _Context:
 
     def qualified(self, name: str) -> str:
         return _q(name)
+
+
+def _as_arrow(rows: pd.DataFrame) -> pa.Table:
+    """Long rows (a pandas frame) as an Arrow table of the points table's types."""
+    table = pa.Table.from_pandas(rows, preserve_index=False, nthreads=1)
+    return table.cast(ARROW_POINTS, safe=False) if table.schema != ARROW_POINTS else table
 
 
 @STORES.register("memory")
@@ -148,8 +153,19 @@ class DuckDBStore(BaseStore):
             return self._con.execute(sql, params).df()
 
     # -- points
+    def write(self, batch: pd.DataFrame) -> int:
+        """Store a batch idempotently; returns the number of field values newly stored.
+
+        An engine-shaped batch goes to Arrow straight from its columns (:mod:`._arrow_long`); any other
+        is checked and converted through pandas (:meth:`BaseStore.write`), which refuses what breaks the
+        contract."""
+        fast = long_table(batch)
+        if fast is None:
+            return super().write(batch)
+        return int(self._insert_new(fast[0], None)[0]) if fast[0].num_rows else 0
+
     def _write_long(self, rows: pd.DataFrame) -> int:
-        return int(self._insert_new(rows, None)[0])
+        return int(self._insert_new(_as_arrow(rows), None)[0])
 
     def write_groups(self, batch: pd.DataFrame, group: Sequence[int] | np.ndarray,
                      groups: int | None = None) -> list[int]:
@@ -178,22 +194,26 @@ class DuckDBStore(BaseStore):
             raise ValueError(f"group labels must lie in 0..{groups - 1}; nothing was written")
         if not len(batch):
             return [0] * groups
-        rows, wide_rows = batch_to_long_rows(batch)  # one contract check and conversion for all groups
-        if len(rows) == 0:
+        fast = long_table(batch)  # one contract check and conversion for all groups
+        if fast is None:
+            long, wide_rows = batch_to_long_rows(batch)
+            table = _as_arrow(long)
+        else:
+            table, wide_rows = fast
+        if table.num_rows == 0:
             return [0] * groups
-        counts = self._insert_new(rows, labels[wide_rows].astype(np.int32), groups)
+        counts = self._insert_new(table, labels[wide_rows].astype(np.int32), groups)
         return [int(c) for c in counts]
 
-    def _insert_new(self, rows: pd.DataFrame, group: np.ndarray | None, groups: int = 1) -> np.ndarray:
+    def _insert_new(self, table: pa.Table, group: np.ndarray | None, groups: int = 1) -> np.ndarray:
         """Insert the rows whose key is not stored yet; per group (or in all), how many went in.
 
-        Why an anti-join and not a key: see the module docstring. Incoming rows are cast to the table's
-        Arrow types up front (string, microsecond UTC times) so DuckDB scans them without converting.
+        Why an anti-join and not a key: see the module docstring. ``table`` has the points table's Arrow
+        types (string, microsecond UTC times), so DuckDB scans it without converting.
         """
-        table = pa.Table.from_pandas(rows, preserve_index=False, nthreads=1)
-        table = table.cast(_ARROW_POINTS, safe=False) if table.schema != _ARROW_POINTS else table
-        lo, hi = rows["ts"].min().to_pydatetime(), rows["ts"].max().to_pydatetime()
-        streams = rows["stream"].unique().tolist()
+        span = pc.min_max(table.column("ts"))
+        lo, hi = span["min"].as_py(), span["max"].as_py()
+        streams = pc.unique(table.column("stream")).to_pylist()
         cols = ", ".join(POINT_COLUMNS)
         existing = (f"(SELECT {_KEY} FROM points WHERE ts >= ? AND ts <= ? "
                     "AND stream IN (SELECT unnest(?::VARCHAR[]))) o")
@@ -207,22 +227,25 @@ class DuckDBStore(BaseStore):
                 finally:
                     con.unregister("nexus_incoming")
                 return np.asarray([count])
-            con.register("nexus_incoming", table.append_column("nexus_group", pa.array(group)))
+            # Which row stores each new key: of the rows sharing a key, the earliest group's, and in it the
+            # first (as sequential writes would). A hash aggregate over the keys alone, rank = group, row;
+            # the rows it names are then taken from the round and inserted.
+            keys = table.select(list(POINT_KEY)).append_column("nexus_rank", pa.array(
+                group.astype(np.int64) * (1 << 32) + np.arange(table.num_rows, dtype=np.int64)))
+            con.register("nexus_incoming", keys)
             try:
-                # the earliest group keeps a key repeated across groups (as sequential writes would)
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE nexus_new AS SELECT i.* FROM (SELECT DISTINCT ON ({_KEY}) "
-                    f"{cols}, nexus_group FROM nexus_incoming ORDER BY {_KEY}, nexus_group) i "
-                    f"ANTI JOIN {existing} USING ({_KEY})", [lo, hi, streams])
-                con.execute(f"INSERT INTO points SELECT {cols} FROM nexus_new")
-                per = con.execute("SELECT nexus_group, count(*) FROM nexus_new GROUP BY ALL").fetchall()
-                con.execute("DROP TABLE nexus_new")
+                ranks = con.execute(
+                    f"SELECT i.r FROM (SELECT {_KEY}, min(nexus_rank) AS r FROM nexus_incoming GROUP BY ALL) i "
+                    f"ANTI JOIN {existing} USING ({_KEY})", [lo, hi, streams]).fetchnumpy()["r"]
             finally:
                 con.unregister("nexus_incoming")
-        counts = np.zeros(groups, dtype=np.int64)
-        for g, n in per:
-            counts[g] = n
-        return counts
+            rows = np.sort(np.asarray(ranks, dtype=np.int64) & ((1 << 32) - 1))
+            con.register("nexus_new", table.take(pa.array(rows)))
+            try:
+                con.execute(f"INSERT INTO points SELECT {cols} FROM nexus_new")
+            finally:
+                con.unregister("nexus_new")
+        return np.bincount(group[rows], minlength=groups)
 
     @staticmethod
     def _where(q: Query) -> tuple[str, list[Any]]:

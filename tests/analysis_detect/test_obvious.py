@@ -10,6 +10,7 @@ within ``WITHIN[case]`` points of its start.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,7 +125,12 @@ def test_level_shift_reason_reads_as_words() -> None:
     assert facts["text"].endswith("(threshold 5 sigma), level_shift")
 
 
-@pytest.mark.parametrize("module", ["stuck", "level_shift", "mean_shift", "ensemble"])
+# every detector module, found on disk (the package's name is shadowed by the `detectors` registry)
+_DETECTOR_MODULES = sorted(p.stem for p in (Path(nk.__file__).parent / "analysis" / "detectors").glob("*.py")
+                           if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("module", _DETECTOR_MODULES)
 def test_detector_docstring_examples_run(module: str) -> None:
     import doctest
     import importlib

@@ -14,9 +14,9 @@ Example
 -------
 >>> import numpy as np
 >>> from nexus_kernel.analysis.detectors import IsolationForestDetector
->>> x = np.r_[np.sin(np.arange(800) / 5), 8.0]
->>> r = IsolationForestDetector(buffer=256, refit=256).score_learn("s", x)
->>> bool(r.score[-1] > 0.99)
+>>> det = IsolationForestDetector(buffer=256, refit=256)
+>>> _ = det.score_learn("s", np.sin(np.arange(800) / 5))  # one batch: scores 0, then the first fit
+>>> bool(det.score_learn("s", np.array([8.0])).score[-1] > 0.99)
 True
 
 Reference: F. T. Liu, K. M. Ting, Z.-H. Zhou, "Isolation Forest", ICDM 2008.
