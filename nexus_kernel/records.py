@@ -203,16 +203,21 @@ def empty_batch(fields: Sequence[str] = ("value",)) -> pd.DataFrame:
 
 
 def empty_dead_letters() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "stream": pd.Series([], dtype="string"),
-            "reason": pd.Series([], dtype="string"),
-            "detail": pd.Series([], dtype="string"),
-            "payload": pd.Series([], dtype="string"),
-            "received_at": pd.Series([], dtype="datetime64[ns, UTC]"),
-            "seq": pd.Series([], dtype="int64"),
-        }
-    )
+    """A dead-letter frame without rows (a new frame each call, made from one template: every batch
+    validated asks for one, and building six typed columns costs about a millisecond)."""
+    return _EMPTY_DEAD_LETTERS.copy(deep=False)
+
+
+_EMPTY_DEAD_LETTERS = pd.DataFrame(
+    {
+        "stream": pd.Series([], dtype="string"),
+        "reason": pd.Series([], dtype="string"),
+        "detail": pd.Series([], dtype="string"),
+        "payload": pd.Series([], dtype="string"),
+        "received_at": pd.Series([], dtype="datetime64[ns, UTC]"),
+        "seq": pd.Series([], dtype="int64"),
+    }
+)
 
 
 def make_dead_letters(rows: pd.DataFrame, stream: str, reason: str, detail: str) -> pd.DataFrame:
