@@ -1,12 +1,13 @@
-"""A batch's long point rows built straight as Arrow, for the engine's batches (the DuckDB write path).
+"""A batch's long point rows built straight as Arrow, for batches of the usual shape (the DuckDB write path).
 
 :func:`~._protocol.batch_to_long_rows` checks any batch and makes long rows as a pandas frame; a backend
-that reads Arrow then converts that frame again, text cell by text cell. The engine's batches have one
-shape — keys as categoricals with text categories (what the validator hands on), UTC times, int64 ``seq``,
-numeric fields, no ``attrs`` values — and for that shape the Arrow columns are made from the batch's
-own buffers: a key column is its codes and its few categories (decoded in Arrow), the field name is a
-dictionary of the field names. Anything else returns ``None`` and goes the checked way, which refuses a
-batch that breaks the contract with its message; both ways store the same rows (a test holds them equal).
+that reads Arrow then converts that frame again, text cell by text cell. Most batches have one shape —
+text keys (categoricals with text categories, as the validator hands them on, or text columns), UTC
+times, int64 ``seq``, numeric fields, no ``attrs`` values — and for that shape the Arrow columns are made
+from the batch's own buffers: a key column is codes into its few distinct names (a categorical's own, a
+text column's factorized), decoded in Arrow; the field name is a dictionary of the field names. Anything
+else returns ``None`` and goes the checked way, which refuses a batch that breaks the contract with its
+message; both ways store the same rows (a test holds them equal).
 
 Example
 -------
@@ -84,17 +85,24 @@ def long_table(batch: pd.DataFrame, schema: pa.Schema = ARROW_POINTS) -> tuple[p
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, list[str]] | None:
-    """A categorical key column as its codes and its categories' text; ``None`` for any other column, or
-    one with an empty cell (the checked way refuses it)."""
-    if not isinstance(column.dtype, pd.CategoricalDtype):
+    """A key column as codes into its distinct names: a categorical one through its categories, a text one
+    (``string`` or ``object`` of ``str``) factorized; ``None`` for any other column, or one with an empty
+    cell (the checked way refuses it)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = column.cat.categories
+        if len(categories) and pd.api.types.infer_dtype(categories) != "string":
+            return None
+        codes, names = column.cat.codes.to_numpy(), [str(c) for c in categories]
+    elif isinstance(column.dtype, pd.StringDtype) or column.dtype == object:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        names = list(uniques)
+        if not all(type(name) is str for name in names):  # a number or an object among the keys
+            return None
+    else:
         return None
-    categories = column.cat.categories
-    if len(categories) and pd.api.types.infer_dtype(categories) != "string":
-        return None
-    codes = column.cat.codes.to_numpy()
     if len(codes) and codes.min() < 0:
         return None
-    return codes.astype(np.int32), [str(c) for c in categories]
+    return codes.astype(np.int32), names
 
 
 def _decoded(codes: np.ndarray, names: list[str]) -> pa.Array:
