@@ -120,8 +120,9 @@ class MerkleLog:
             stamp = pd.Timestamp.now(tz="UTC") if when is None else pd.Timestamp(when)
             frame = pd.DataFrame({"idx": indexes, "item_id": ids, "kind": [kind] * len(ids), "item_key": keys,
                                   "leaf_hash": [text[i:i + 64] for i in range(0, len(text), 64)]})
-            written = self.store.append("log_leaves", frame.assign(appended_at=stamp))  # first: a failed
-            if written != len(ids):                                  # write leaves the tree as it was
+            # the store first: a failed write leaves the tree as it was
+            written = self.store.append("log_leaves", frame.assign(appended_at=stamp))
+            if written != len(ids):
                 raise LogError(f"{len(ids) - written} leaf indexes from {start} were already taken: "
                                "another process writes this log")
             self.tree.extend_leaf_digests(digests)

@@ -92,6 +92,8 @@ def test_write_groups_keeps_first_writer_and_counts_per_batch():
     stored = store.query("s")
     assert stored["value"].tolist() == [1.0, 2.0] and stored["temp"].isna().tolist() == [False, True]
     assert store.write_groups(pd.concat([a, b], ignore_index=True), [0, 0, 1, 1]) == [0, 0]
+    later = a.assign(seq=[3, 4])
+    assert store.write_groups(later, [2, 2], 3) == [0, 0, 2]  # one group: counted where its label says
 
 
 def test_write_groups_refuses_labels_that_do_not_fit_and_writes_nothing():

@@ -27,12 +27,13 @@ is in the graph):
   judged against everything the stream has seen; ``dead_rows`` maps each dead letter back to its request
   and body index (the dead letters, reasons and details, go to the pipeline's dead-letter queue as any
   other);
-* at ``store``, the round's good rows are written in ONE transaction, split per request
-  (``store.write_groups`` with the request of each row, or one ``write`` per request for a store without it), and every request is
-  answered right then — after the commit holding its rows, before analysis and windows run; the stored
-  rows then go on to the steps after ``store`` (cache, publish, analyze, window...) joined with the rows
-  of the rounds that follow while requests keep coming (:meth:`IngestInlet.defer`: analysis costs about
-  as much for 100,000 rows as for 20,000), at the latest ``tail_delay`` seconds later;
+* at ``store``, the round's good rows are written in ONE transaction, counted per request
+  (``store.write_groups`` with the request of each row, or one ``write`` per request for a store without
+  it), and every request is answered right then — after the commit holding its rows, before analysis
+  and windows run; the stored rows then go on to the steps after ``store`` (cache, publish, analyze,
+  window...) joined with the rows of the rounds that follow while requests keep coming
+  (:meth:`IngestInlet.defer`: analysis costs about as much for 100,000 rows as for 20,000), at the
+  latest ``tail_delay`` seconds later;
 * a round that never reaches ``store`` (every record refused, or no store step) is answered when its push
   ends; a step failing before the answer fails every request of the round with that error (nothing of it
   was written, so a retry is safe).
