@@ -36,7 +36,7 @@ ARROW_POINTS = pa.schema([(STREAM, pa.string()), (SERIES, pa.string()), ("field"
 
 
 def long_table(batch: pd.DataFrame, schema: pa.Schema = ARROW_POINTS) -> tuple[pa.Table, np.ndarray] | None:
-    """The long rows of an engine-shaped ``batch`` as an Arrow table of ``schema`` (the points table's
+    """The long rows of a ``batch`` of the usual shape as an Arrow table of ``schema`` (the points table's
     columns), and the batch row each came from; ``None`` for a batch of any other shape (see the module)."""
     if not isinstance(batch, pd.DataFrame) or not len(batch) or any(c not in batch.columns for c in KEY_COLUMNS):
         return None
