@@ -22,6 +22,7 @@ from .level_shift import LevelShift
 from .mean_shift import MeanShift
 from .relative_entropy import RelativeEntropy
 from .robust_z import RobustZ
+from .season_change import SeasonChange
 from .seasonal import Seasonal
 from .sequence import SequenceNovelty
 from .stuck import Stuck
@@ -30,7 +31,7 @@ from .trend import Trend
 __all__ = ["Detector", "Result", "RESULT_COLUMNS", "detectors", "z_to_score", "score_to_z", "find_period",
            "RobustZ", "EWMA", "HoltWintersResidual", "Seasonal", "IsolationForestDetector", "Cusum", "BOCPD",
            "LevelShift", "Trend", "Ensemble", "SequenceNovelty",
-           "RelativeEntropy", "ContextOSE", "Stuck", "MeanShift"]
+           "RelativeEntropy", "ContextOSE", "Stuck", "MeanShift", "SeasonChange"]
 
 #: names kept for code written before a rename: old name -> (new name, why)
 RENAMED = {"HoltWinters": ("HoltWintersResidual", "the forecaster is nexus_kernel.analysis.forecasting.HoltWinters")}
