@@ -1,8 +1,12 @@
 """The ensemble's alarm discipline: one alarm per incident, a strict quiet period, ``reopen`` to relax it."""
 
-import numpy as np
+import json
 
-from nexus_kernel.analysis.detectors import Ensemble
+import numpy as np
+import pandas as pd
+
+import nexus_kernel as nk
+from nexus_kernel.analysis.detectors import Ensemble, SeasonChange
 
 
 def two_shifts(gap=60):
@@ -23,8 +27,31 @@ def test_default_members_include_change_point_detector():
     # now the median-based detector); stuck joined for stuck sensors
     assert {"mean_shift", "seasonal", "bocpd", "stuck"} <= set(det.members)
     assert {"sequence", "robust_z", "relative_entropy"} <= set(det.members)
-    assert all(0 < w <= 1 for w in det.weights.values())
+    # season_change speaks only directly, first past its own threshold (weight 0 on the likelihood path)
+    assert det.direct == ("season_change",) and det.weights["season_change"] == 0.0
+    assert all(0 < w <= 1 for m, w in det.weights.items() if m not in det.direct)
     assert det.reopen == np.inf and det.refractory == 150 and det.threshold == 2.5
+
+
+def test_a_direct_member_alarms_once_per_excursion_past_its_threshold():
+    """A season of 60 points stops for 400: season_change stays past its threshold for longer than the
+    quiet period (its profile is held for three seasons), yet the stop gets one alarm, at its onset (a
+    member past its threshold at every point would alarm again once the quiet period ends)."""
+    rng = np.random.default_rng(2)
+    i = np.arange(2000)
+    season = 5.0 * np.sin(2 * np.pi * i / 60)
+    x = 20.0 + season + rng.normal(size=2000)
+    x[1200:1600] -= season[1200:1600]
+    past = np.abs(np.nan_to_num(SeasonChange().score_learn("s", x).statistic)) >= 5.0
+    onsets = np.flatnonzero(past[1:] & ~past[:-1]) + 1
+    assert onsets.tolist() == [onsets[0]] and 1200 <= onsets[0] < 1260 and past[1200:1600].sum() > 150
+    frame = pd.DataFrame({"ts": pd.date_range("2024-01-01", periods=2000, freq="min", tz="UTC"), "value": x})
+    out = nk.detect(frame)
+    led = [json.loads(r)["member"]["detector"] for r in out.loc[out["is_anomaly"], "reason"]]
+    hits = np.flatnonzero(out["is_anomaly"].to_numpy())
+    during = (hits >= 1200) & (hits < 1600)
+    assert during.sum() == 1 and hits[during][0] <= onsets[0], list(zip(hits, led))
+    assert not (hits < 1200).any()
 
 
 def test_strict_quiet_period_gives_one_alarm_per_incident():

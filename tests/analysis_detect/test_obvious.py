@@ -26,16 +26,8 @@ WITHIN = {"spike": 1, "level_shift": 10, "variance": 15, "stuck": 10, "season_st
 MEMBERS = {"spike": {"robust_z", "bocpd", "mean_shift", "sequence"},
            "level_shift": {"mean_shift", "bocpd", "robust_z", "sequence"},
            "variance": {"bocpd", "relative_entropy", "robust_z", "sequence", "mean_shift"},
-           "stuck": {"stuck"}, "season_stops": {"seasonal", "sequence", "relative_entropy"},
+           "stuck": {"stuck"}, "season_stops": {"season_change", "seasonal", "sequence", "relative_entropy"},
            "trend_break": {"mean_shift", "bocpd", "robust_z", "relative_entropy", "sequence"}}
-# Known misses of the default ensemble, kept visible (strict: the test fails once they are fixed):
-SEASON_MISS = ("never flagged: the ensemble's seasonal member waits 600 points for a period (finding it at 150, "
-               "as the standalone one does, is NAB-neutral but does not help), and a stopped season moves its "
-               "residual (scale inflated by the profile's cold start) too little for the likelihood; the "
-               "season_change detector flags it (test_season_change_flags_a_season_that_stops) but lowered the "
-               "cross-validated NAB score as a member, so it is not in the default")
-
-
 def series(case: str, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     i = np.arange(N)
@@ -78,13 +70,7 @@ def check(flagged: np.ndarray, reasons: list[str], case: str) -> None:
 CASES = sorted(WITHIN)
 
 
-def known(case: str, seed: int):
-    if case == "season_stops":
-        return pytest.param(case, seed, marks=pytest.mark.xfail(strict=True, reason=SEASON_MISS))
-    return pytest.param(case, seed)
-
-
-@pytest.mark.parametrize(("case", "seed"), [known(c, s) for c in CASES for s in (0, 1, 2)])
+@pytest.mark.parametrize(("case", "seed"), [(c, s) for c in CASES for s in (0, 1, 2)])
 def test_nk_detect_flags_the_obvious(case: str, seed: int) -> None:
     out = nk.detect(frame(series(case, seed)))
     assert out.attrs["warmup_points"] == 116
@@ -93,7 +79,7 @@ def test_nk_detect_flags_the_obvious(case: str, seed: int) -> None:
     check(flagged, out.loc[out["is_anomaly"], "reason"].tolist(), case)
 
 
-@pytest.mark.parametrize(("case", "seed"), [known(c, 0) for c in CASES])
+@pytest.mark.parametrize(("case", "seed"), [(c, 0) for c in CASES])
 def test_the_pipelines_analyzer_flags_the_obvious(case: str, seed: int) -> None:
     """As the engine runs it: the default analyze step's detector, micro-batches of 20 points."""
     x = series(case, seed)
@@ -121,7 +107,7 @@ def test_the_notebook_example_flags_the_spike_and_the_step_once_each() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_season_change_flags_a_season_that_stops(seed: int) -> None:
-    """What the default misses (above), the season_change detector flags: early, and never before."""
+    """The member that flags it in the default, on its own: early, never before, in words."""
     out = nk.detect(frame(series("season_stops", seed)), "season_change")
     flagged = np.flatnonzero(out["is_anomaly"].to_numpy())
     assert len(flagged) and flagged[0] >= AT and flagged[0] - AT < 12, flagged[:5]
