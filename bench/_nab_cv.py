@@ -42,6 +42,10 @@ POOL: dict[str, dict[str, Any]] = {
 # (52 false ones on ``bench alarms``; as a weighted member of the pool: 69.25 cross-validated standard)
 DIRECT_ONLY: tuple[str, ...] = ("season_change",)
 DIRECT_GRID: tuple[tuple[str, ...], ...] = (DIRECT_ONLY, ())
+# other parameters a pool member may run with, chosen per fold like a weight: BOCPD on the values less the
+# season_change profile (a clear, repeating cycle is not a change of regime; silent without one)
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "bocpd": {"deseasonalized": {**POOL["bocpd"], "deseasonalize": True}}}
 WEIGHT_GRID = (0.0, 0.6, 0.8, 1.0)
 REFRACTORY_GRID = (50, 150, 300)
 THRESHOLD_GRID = (2.0, 2.5, 3.0, 3.5)
@@ -62,12 +66,20 @@ class Config:
     cap: float = 3.0
     min_sd: float = 0.0
     floors: tuple[tuple[str, float], ...] = ()  # per-member min_sd, over min_sd
+    variants: tuple[tuple[str, str], ...] = ()  # member -> a name of VARIANTS[member]
+
+    def source(self, member: str) -> str:
+        """The cache's name for what ``member`` runs: the member, or ``member@variant``."""
+        variant = dict(self.variants).get(member)
+        return f"{member}@{variant}" if variant else member
 
     def floor(self, member: str) -> float:
         return dict(self.floors).get(member, self.min_sd)
 
     def members(self) -> dict[str, dict[str, Any]]:
-        return {m: POOL[m] for m, w in self.weights if w > 0 or m in self.direct}
+        chosen = dict(self.variants)
+        return {m: VARIANTS[m][chosen[m]] if m in chosen else POOL[m]
+                for m, w in self.weights if w > 0 or m in self.direct}
 
     def weight_map(self) -> dict[str, float]:
         return {m: w for m, w in self.weights if w != 1.0 and (w > 0 or m in self.direct)}
@@ -82,8 +94,9 @@ class Config:
         ws = ",".join(f"{m}:{w:g}" for m, w in self.weights if w > 0)
         direct = f" direct={','.join(self.direct)}" if self.direct else ""
         floors = "".join(f" floor[{m}]={v:g}" for m, v in self.floors)
+        variants = "".join(f" {m}={v}" for m, v in self.variants)
         return (f"{{{ws}}}{direct} refractory={self.refractory} threshold={self.threshold:g} "
-                f"min_sd={self.min_sd:g}{floors}")
+                f"min_sd={self.min_sd:g}{floors}{variants}")
 
 
 def default_config() -> Config:
@@ -95,12 +108,16 @@ def default_config() -> Config:
         DEFAULT_WEIGHTS,
     )
 
+    variants = []
     for m, params in DEFAULT_MEMBERS.items():
-        if POOL.get(m) != params:
+        named = [v for v, p in VARIANTS.get(m, {}).items() if p == params]
+        if named:
+            variants.append((m, named[0]))
+        elif POOL.get(m) != params:
             raise ValueError(f"the pool runs {m} with {POOL.get(m)}, the ensemble with {params}: keep them in step")
     weights = {m: DEFAULT_WEIGHTS.get(m, 1.0) for m in DEFAULT_MEMBERS}
     return Config(tuple((m, weights.get(m, 0.0)) for m in POOL), tuple(DEFAULT_DIRECT),
-                  floors=tuple(sorted(DEFAULT_FLOORS.items())))
+                  floors=tuple(sorted(DEFAULT_FLOORS.items())), variants=tuple(variants))
 
 
 def group_of(f) -> str:
@@ -117,10 +134,10 @@ class Cache:
     def member_z(self, key: str, member: str, cfg: Config) -> np.ndarray:
         from nexus_kernel.analysis.detectors.ensemble import _likelihood
 
-        k = (key, member, cfg.along, cfg.short, cfg.warmup, cfg.cap, cfg.floor(member))
+        k = (key, cfg.source(member), cfg.along, cfg.short, cfg.warmup, cfg.cap, cfg.floor(member))
         z = self.z.get(k)
         if z is None:
-            a = np.minimum(self.excess[key][member], cfg.cap)
+            a = np.minimum(self.excess[key][cfg.source(member)], cfg.cap)
             z = self.z[k] = _likelihood(a, np.zeros(4), cfg.along, cfg.short, cfg.warmup, cfg.floor(member))
         return z
 
@@ -133,21 +150,26 @@ class Cache:
                 continue
             z = self.member_z(key, m, cfg) * w
             if m in cfg.direct:
-                onset = _onsets(np.minimum(self.excess[key][m], cfg.cap), np.zeros(1))
+                onset = _onsets(np.minimum(self.excess[key][cfg.source(m)], cfg.cap), np.zeros(1))
                 z = np.maximum(z, np.where(onset > 0.0, cfg.threshold * onset, 0.0))
             zs.append(z)
         return _refractory(np.vstack(zs).max(axis=0), np.array([1e18]), cfg.threshold, float(cfg.refractory),
                            math.inf)
 
 
-def build_cache(files, members=POOL, progress: Callable[[str], None] | None = None) -> Cache:
-    """Run every member over every file once (fresh detector per file), reading/writing the disk cache."""
-    from nexus_kernel.analysis.detectors import detectors
+def build_cache(files, members=None, progress: Callable[[str], None] | None = None) -> Cache:
+    """Run every member (and variant) over every file once (fresh detector per file), reading/writing the
+    disk cache."""
+    from nexus_kernel.analysis.detectors import SeasonChange, detectors
 
+    if members is None:
+        members = {**POOL, **{f"{m}@{v}": p for m, vs in VARIANTS.items() for v, p in vs.items()}}
     CACHE.mkdir(parents=True, exist_ok=True)
     cache = Cache()
-    # the code is read once, now: the process runs what it imported, even if the files change meanwhile
-    codes = {m: _scoring_code(detectors.get(m)) for m in members}
+    # the code is read once, now: the process runs what it imported, even if the files change meanwhile;
+    # a member that deseasonalizes runs season_change's code too
+    codes = {m: _scoring_code(detectors.get(m.split("@")[0]))
+             + (_scoring_code(SeasonChange) if p.get("deseasonalize") else "") for m, p in members.items()}
     for f in files:
         x = f.frame["value"].to_numpy(dtype=np.float64)
         cache.excess[f.key] = {}
@@ -160,7 +182,7 @@ def build_cache(files, members=POOL, progress: Callable[[str], None] | None = No
             if path.exists():
                 cache.excess[f.key][m] = np.load(path)
                 continue
-            det = detectors.get(m)(**params)
+            det = detectors.get(m.split("@")[0])(**params)
             stat = np.concatenate([det.score_learn(f.key, x[a:a + 1000]).statistic for a in range(0, len(x), 1000)])
             a = np.abs(stat) / det.threshold
             np.save(path, a)
@@ -221,8 +243,9 @@ def choose(train, cache: Cache, profile: str = "standard", start: Config | None 
 
     Coordinate ascent from ``start`` (default: every pool member at weight 1, those of :data:`DIRECT_ONLY`
     speaking directly): each member's weight over :data:`WEIGHT_GRID`, then the quiet period over
-    :data:`REFRACTORY_GRID`, then the alarm level over :data:`THRESHOLD_GRID`, the floors, and whether the
-    direct-only members speak (:data:`DIRECT_GRID`); ``passes`` rounds. Ties keep the current setting.
+    :data:`REFRACTORY_GRID`, then the alarm level over :data:`THRESHOLD_GRID`, the floors, whether the
+    direct-only members speak (:data:`DIRECT_GRID`), and each member's variant (:data:`VARIANTS`, or
+    none); ``passes`` rounds. Ties keep the current setting.
     """
     cfg = start or Config(tuple((m, 0.0 if m in DIRECT_ONLY else 1.0) for m in POOL), DIRECT_ONLY)
     seen: dict[Config, tuple[float, float]] = {}
@@ -266,6 +289,13 @@ def choose(train, cache: Cache, profile: str = "standard", start: Config | None 
             s = value(cand)[1]
             if s > best + 1e-9:
                 cfg, best, improved = cand, s, True
+        for member, names in VARIANTS.items():
+            for name in (None, *names):
+                rest = tuple((m, v) for m, v in cfg.variants if m != member)
+                cand = replace(cfg, variants=rest + (((member, name),) if name else ()))
+                s = value(cand)[1]
+                if s > best + 1e-9:
+                    cfg, best, improved = cand, s, True
         if not improved:
             break
     return cfg, value(cfg)[0], best

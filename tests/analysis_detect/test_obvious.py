@@ -26,7 +26,7 @@ WITHIN = {"spike": 1, "level_shift": 10, "variance": 15, "stuck": 10, "season_st
 MEMBERS = {"spike": {"robust_z", "bocpd", "mean_shift", "sequence"},
            "level_shift": {"mean_shift", "bocpd", "robust_z", "sequence"},
            "variance": {"bocpd", "relative_entropy", "robust_z", "sequence", "mean_shift"},
-           "stuck": {"stuck"}, "season_stops": {"season_change", "seasonal", "sequence", "relative_entropy"},
+           "stuck": {"stuck"}, "season_stops": {"season_change", "bocpd", "seasonal", "sequence", "relative_entropy"},
            "trend_break": {"mean_shift", "bocpd", "robust_z", "relative_entropy", "sequence"}}
 def series(case: str, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)

@@ -62,7 +62,8 @@ cost 1 (stuck) to 75 (robust_z) points of the cross-validated mean: real data cr
 thresholds often.
 
 Caveats: the default members (the EW mean shift ``mean_shift`` — ``level_shift`` before issue 13 —,
-seasonal residual, BOCPD with ``max_run=32``, ``hazard=1/1000``, sequence novelty, robust z, relative
+seasonal residual, BOCPD with ``max_run=32``, ``hazard=1/1000`` on the values less their cycle
+(``deseasonalize``: see :mod:`.bocpd`), sequence novelty, robust z, relative
 entropy, ``stuck`` at weight 0.2, and ``season_change`` directly) and constants were chosen on the NAB subset (see
 ``bench/nab.py``: leave-one-group-out, the shipped default scores 74.73 standard with only NAB's
 threshold held out, a choosing procedure run on the folds about 70), one set for all files — nearby settings move the NAB score by several
@@ -228,7 +229,8 @@ def _refractory(z, meta, level, span, reopen):
 _Z_YELLOW = 1.4142 * float(__import__("scipy.special", fromlist=["erfcinv"]).erfcinv(2e-3))
 
 DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {
-    "mean_shift": {}, "seasonal": {"early_search": None}, "bocpd": {"max_run": 32, "hazard": 1 / 1000},
+    "mean_shift": {}, "seasonal": {"early_search": None},
+    "bocpd": {"max_run": 32, "hazard": 1 / 1000, "deseasonalize": True},
     "sequence": {}, "robust_z": {}, "relative_entropy": {}, "stuck": {}, "season_change": {}}
 # the three members added last speak a little lower: at full weight they added false alarms on the
 # NAB tweets (65.6 standard) that a shared 0.8 removes (71.6; 71.5 with the one period finder, issue 11);

@@ -82,11 +82,13 @@ def _season_change(x, season, meta, ring_es, ring_ss, alpha, gamma, clip, thresh
     p = season.shape[0]
     stat = np.full(n, np.nan)
     exp = np.full(n, np.nan)
+    offset = np.zeros(n)  # the profile's value at each point: what the cycle adds to the level
     c, lv, sc, ph = meta[0], meta[1], meta[2], int(meta[3])
     pos, ses, sss, filled = int(meta[4]), meta[5], meta[6], meta[7]
     ms, held = meta[8], meta[9]
     for i in range(n):
         s = season[ph]
+        offset[i] = s
         yhat = lv + s
         e = x[i] - yhat
         sd = 1.2533 * sc + EPS + 1e-6 * abs(lv)
@@ -119,7 +121,7 @@ def _season_change(x, season, meta, ring_es, ring_ss, alpha, gamma, clip, thresh
         c += 1.0
     meta[0], meta[1], meta[2], meta[3] = c, lv, sc, ph
     meta[4], meta[5], meta[6], meta[7], meta[8], meta[9] = pos, ses, sss, filled, ms, held
-    return stat, exp
+    return stat, exp, offset
 
 
 def decomposed_start(buf: np.ndarray, period: int) -> tuple[np.ndarray, float, float]:
@@ -196,9 +198,25 @@ class SeasonChange(SeasonalWarmup):
         if not state["active"]:
             n = len(x)
             return (np.zeros(n) if score else np.full(n, np.nan)), np.full(n, np.nan)
-        return _season_change(x, state["season"], state["meta"], state["ring_es"], state["ring_ss"],
-                              self.alpha, self.gamma, self.clip, self.threshold, self.hold * len(state["season"]),
-                              self.along, score)
+        stat, exp, offset = _season_change(x, state["season"], state["meta"], state["ring_es"], state["ring_ss"],
+                                           self.alpha, self.gamma, self.clip, self.threshold,
+                                           self.hold * len(state["season"]), self.along, score)
+        if score:
+            state["offset"] = offset
+        return stat, exp
+
+    def deseasonalize(self, state: dict[str, Any], x: np.ndarray) -> np.ndarray:
+        """Run on the finite values ``x`` (``state`` from :meth:`new_state`, kept by the caller) and return
+        them less the cycle's part — what the profile adds to the level at each point; nothing while the
+        period is being found or when the series has no clear, repeating season. For a detector that
+        assumes a level without a cycle (BOCPD): the cycle is not a change."""
+        state.pop("offset", None)
+        self._run(state, x)
+        offset = state.pop("offset", None)
+        out = x.copy()
+        if offset is not None:
+            out[len(x) - len(offset):] -= offset
+        return out
 
     def describe(self, facts: dict[str, Any], observed: float) -> str:
         z = facts.get("value") or 0.0

@@ -1,0 +1,52 @@
+"""BOCPD on the values less the season_change profile (``deseasonalize``, the ensemble's default): a
+clear, repeating cycle is not a change of regime, a step on top of one still is."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nexus_kernel.analysis.detectors import BOCPD
+
+PARAMS = {"max_run": 32, "hazard": 1 / 1000}
+
+
+def cycle(n: int = 3000, period: int = 60, amplitude: float = 5.0, seed: int = 0) -> np.ndarray:
+    i = np.arange(n)
+    return 20.0 + amplitude * np.sin(2 * np.pi * i / period) + np.random.default_rng(seed).normal(size=n)
+
+
+def test_a_cycle_is_not_a_change_of_regime():
+    x = cycle()
+    plain = BOCPD(**PARAMS).score_learn("s", x).statistic
+    flat = BOCPD(**PARAMS, deseasonalize=True).score_learn("s", x).statistic
+    after = slice(1000, None)  # the cycle found (at 900 points) and learned
+    assert np.nanmax(plain[after]) > 0.8  # the plain model reads the cycle as a change, more than once
+    assert np.nanmax(flat[after]) < 0.2 and (plain[after] >= 0.5).sum() > 5
+
+
+def test_a_step_on_a_cycle_is_still_a_change_and_expected_is_on_the_data_scale():
+    x = cycle()
+    x[2000:] += 6.0
+    det = BOCPD(**PARAMS, deseasonalize=True)
+    res = det.score_learn("s", x)
+    assert np.nanmax(res.statistic[2000:2015]) > 0.8
+    before = slice(1500, 2000)
+    assert np.nanmean(np.abs(res.expected[before] - x[before])) < 2.0  # the cycle's part added back
+
+
+def test_without_a_season_it_is_plain_bocpd():
+    x = np.random.default_rng(3).normal(size=1500)
+    x[1200:] += 4.0
+    plain = BOCPD(**PARAMS).score_learn("s", x)
+    flat = BOCPD(**PARAMS, deseasonalize=True).score_learn("s", x)
+    assert np.array_equal(plain.statistic, flat.statistic, equal_nan=True)
+    assert np.array_equal(plain.expected, flat.expected, equal_nan=True)
+
+
+def test_scores_do_not_depend_on_the_batch_size():
+    x = cycle(n=2000)
+    x[1500:] += 5.0
+    whole = BOCPD(**PARAMS, deseasonalize=True).score_learn("s", x).statistic
+    det = BOCPD(**PARAMS, deseasonalize=True)
+    parts = np.concatenate([det.score_learn("s", x[a:a + 37]).statistic for a in range(0, len(x), 37)])
+    assert np.allclose(whole, parts, equal_nan=True)
