@@ -85,6 +85,16 @@ def _seasonal_files(root: Path, folds: int) -> tuple[list[tuple[str, pd.DataFram
     return chosen, excluded
 
 
+def default_analyzer_params() -> dict:
+    """The Analyzer parameters of the default stream's analyze step (its ``every`` is the step's cadence)."""
+    import json
+    from importlib import resources
+
+    spec = json.loads(resources.files("nexus_kernel.runtime").joinpath("default_stream.json").read_text())
+    params = next(s["params"] for s in spec["steps"] if s["kind"] == "analyze")
+    return {k: v for k, v in params.items() if k != "every"}
+
+
 def _stream_row(quick: bool) -> dict:
     """The default stream's Analyzer with and without its forecast, on the same simulated batches.
 
@@ -92,15 +102,11 @@ def _stream_row(quick: bool) -> dict:
     ``forecast_every`` points), which come in bursts: the mean is what the target bounds, p99 says how
     uneven the bursts make it.
     """
-    import json
-    from importlib import resources
-
     from nexus_kernel.analysis import Analyzer
     from nexus_kernel.engine.sources import Simulator
     from nexus_kernel.records import Schema, Validator
 
-    spec = json.loads(resources.files("nexus_kernel.runtime").joinpath("default_stream.json").read_text())
-    params = next(s["params"] for s in spec["steps"] if s["kind"] == "analyze")
+    params = default_analyzer_params()
     n = 600 if quick else 3000
     sim = Simulator(series=20, freq="0.1s", rate=None, seed=7, anomaly_rate=6.0, stream="sensors")
     validate = Validator(Schema("sensors"))

@@ -138,3 +138,15 @@ def test_the_batch_split_gives_what_the_per_series_loop_gave():
         compared += len(want)
     assert compared > 0 and set(new.forecasters) == set(old.forecasters)
     pd.testing.assert_frame_equal(new.latest(), old.latest())
+
+
+def test_bench_forecast_builds_the_default_streams_analyzer():
+    """``bench forecast`` runs the default stream's Analyzer: the analyze step's parameters, less the step's
+    own cadence, are the Analyzer's (it broke once when the step gained ``every``)."""
+    from bench.forecast import default_analyzer_params
+    from nexus_kernel.analysis import Analyzer
+
+    params = default_analyzer_params()
+    assert "every" not in params and params["forecast"] is True
+    analyzer = Analyzer(**params)
+    assert analyzer.detector == "ensemble" and analyzer.forecaster == params["forecaster"]
