@@ -258,41 +258,30 @@ def choose(train, cache: Cache, profile: str = "standard", start: Config | None 
                 seen[c] = fit_score(train, scores_of(cache, train, c), profile)
         return seen[c]
 
+    def weight(i: int, m: str) -> Callable[[Config], list[Config]]:
+        return lambda c: [replace(c, weights=c.weights[:i] + ((m, w),) + c.weights[i + 1:])
+                          for w in (() if m in DIRECT_ONLY else WEIGHT_GRID)]
+
+    def floor(member: str, grid: tuple[float, ...]) -> Callable[[Config], list[Config]]:
+        return lambda c: [replace(c, floors=tuple((m, v) for m, v in c.floors if m != member)
+                                  + (((member, f),) if f else ())) for f in grid]
+
+    def variant(member: str, names: dict[str, Any]) -> Callable[[Config], list[Config]]:
+        return lambda c: [replace(c, variants=tuple((m, v) for m, v in c.variants if m != member)
+                                  + (((member, name),) if name else ())) for name in (None, *names)]
+
+    # each knob in turn, as the configurations that differ from the current one in that knob only
+    knobs = [*(weight(i, m) for i, (m, _w) in enumerate(cfg.weights)),
+             lambda c: [replace(c, refractory=r) for r in REFRACTORY_GRID],
+             lambda c: [replace(c, threshold=t) for t in THRESHOLD_GRID],
+             *(floor(m, grid) for m, grid in FLOOR_GRIDS.items()),
+             lambda c: [replace(c, direct=direct) for direct in DIRECT_GRID],
+             *(variant(m, names) for m, names in VARIANTS.items())]
     best = value(cfg)[1]
     for _ in range(passes):
         improved = False
-        for i, (m, _w) in enumerate(cfg.weights):
-            for w in () if m in DIRECT_ONLY else WEIGHT_GRID:
-                cand = replace(cfg, weights=cfg.weights[:i] + ((m, w),) + cfg.weights[i + 1:])
-                s = value(cand)[1]
-                if s > best + 1e-9:
-                    cfg, best, improved = cand, s, True
-        for r in REFRACTORY_GRID:
-            cand = replace(cfg, refractory=r)
-            s = value(cand)[1]
-            if s > best + 1e-9:
-                cfg, best, improved = cand, s, True
-        for t in THRESHOLD_GRID:
-            cand = replace(cfg, threshold=t)
-            s = value(cand)[1]
-            if s > best + 1e-9:
-                cfg, best, improved = cand, s, True
-        for member, grid in FLOOR_GRIDS.items():
-            for f in grid:
-                cand = replace(cfg, floors=tuple((m, v) for m, v in cfg.floors if m != member)
-                               + (((member, f),) if f else ()))
-                s = value(cand)[1]
-                if s > best + 1e-9:
-                    cfg, best, improved = cand, s, True
-        for direct in DIRECT_GRID:
-            cand = replace(cfg, direct=direct)
-            s = value(cand)[1]
-            if s > best + 1e-9:
-                cfg, best, improved = cand, s, True
-        for member, names in VARIANTS.items():
-            for name in (None, *names):
-                rest = tuple((m, v) for m, v in cfg.variants if m != member)
-                cand = replace(cfg, variants=rest + (((member, name),) if name else ()))
+        for knob in knobs:
+            for cand in knob(cfg):
                 s = value(cand)[1]
                 if s > best + 1e-9:
                     cfg, best, improved = cand, s, True
