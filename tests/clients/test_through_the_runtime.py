@@ -211,11 +211,14 @@ def _tiny_notebook(path, stream: str) -> None:
 
 
 def test_a_run_is_parked_only_when_the_store_cannot_be_reached_at_all(tmp_path) -> None:
-    """An owner serving no gateway (here: this test, holding the home's lock and its DuckDB file) leaves a
-    run nowhere to go but ``runs/pending``; the error names the owner; the next reachable store takes it."""
+    """An owner serving no gateway (here: this test, holding the home's lock and its DuckDB file, advertised
+    as ``nexus up --no-gateway`` advertises itself) leaves a run nowhere to go but ``runs/pending``; the error
+    names the owner; the next reachable store takes it. (Not advertised, the owner would be a ``nexus up``
+    still starting, which every client waits for, up to a minute.)"""
     import nbformat
 
     from nexus_kernel._home_lock import HomeLock
+    from nexus_kernel.runtime._discovery import advertise
     from nexus_kernel.storage import open_store
 
     idle = Home(tmp_path / "home", "duckdb", tmp_path)
@@ -226,6 +229,7 @@ def test_a_run_is_parked_only_when_the_store_cannot_be_reached_at_all(tmp_path) 
     assert idle.nexus("schedule", "add", "noop", "--cron", "0 6 * * *", "--notebook",
                       str(tmp_path / "noop.ipynb")).returncode == 0
     with HomeLock(idle.path), open_store(idle.settings()):
+        advertise(idle.settings())  # no gateway
         shown = idle.nexus("query", "sensors")
         assert shown.returncode == 1 and f"nexus up (pid {os.getpid()}) owns" in shown.stderr
         ran = idle.nexus("schedule", "run", "noop", timeout=300)
