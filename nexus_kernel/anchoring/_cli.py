@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from ._protocol import VerifyStep
-from ._verify import Verdict
+from ._verify import NOT_ANCHORED, Verdict
 
 __all__ = ["anchoring_commands", "verify"]
 
@@ -43,11 +43,13 @@ PENDING_SLACK = 5.0  # seconds past anchor_interval a pending item is waited for
 
 
 def _pending(verdict: Verdict) -> bool:
-    """The item is logged but not anchored *yet*: its batch has not closed (an unknown id is not waited for)."""
+    """The item is logged but not anchored *yet*: its batch has not closed, or its closed batch's head is
+    still queued for its anchor (an unknown id, or a proof that fails, is not waited for)."""
     if verdict.verified or not verdict.steps:
         return False
     last = verdict.steps[-1]
-    return last.step == "tree head" and "has not closed" in last.detail
+    return ((last.step == "tree head" and "has not closed" in last.detail)
+            or (last.step == "anchor" and last.detail == NOT_ANCHORED))
 
 
 def _verify_on_home(item_id: str, trusted_key: str | None) -> Verdict:
@@ -61,11 +63,12 @@ def _verify_on_home(item_id: str, trusted_key: str | None) -> Verdict:
         try:
             verdict = _verdict_from_json(client.verify(item_id))
             # an item flagged a moment ago waits for its batch to close (every anchor_interval seconds, by
-            # the running owner): wait for it rather than fail on what is only pending
+            # the running owner) and for that batch's head to be anchored: wait for it rather than fail on
+            # what is only pending
             deadline = time.monotonic() + settings.anchor_interval + PENDING_SLACK
             if _pending(verdict):
                 click.echo(f"{item_id}: {verdict.steps[-1].detail}; waiting up to "
-                           f"{deadline - time.monotonic():.0f} s for its batch to close", err=True)
+                           f"{deadline - time.monotonic():.0f} s for its batch to close and be anchored", err=True)
             while _pending(verdict) and time.monotonic() < deadline:
                 time.sleep(0.5)
                 verdict = _verdict_from_json(client.verify(item_id))

@@ -48,6 +48,10 @@ from ._protocol import ANCHORS, VerifyStep
 __all__ = ["Verdict", "verify_item", "verify_bundle", "build_bundle", "walk", "anchored_head"]
 
 
+#: The anchor step's problem while the head is queued for its anchor: only pending (``nexus verify`` waits)
+NOT_ANCHORED = "this tree head is not anchored yet (its batch is queued)"
+
+
 @dataclass
 class Verdict:
     """The walk's steps; ``verified`` when every step held."""
@@ -157,7 +161,7 @@ def walk(bundle: Mapping[str, Any], store: Any | None, settings: Any | None,
     # anchor
     anchor = bundle.get("anchor")
     if anchor is None:
-        step("anchor", "this tree head is not anchored yet (its batch is queued)", "")
+        step("anchor", NOT_ANCHORED, "")
         return steps
     name = str(anchor.get("backend"))
     reference = anchor.get("reference")

@@ -14,6 +14,9 @@ import pandas as pd
 import pytest
 
 from nexus_kernel.anchoring import AnchorService, LedgerAnchor, build_bundle, verify_item
+from nexus_kernel.anchoring._cli import _pending
+from nexus_kernel.anchoring._protocol import VerifyStep
+from nexus_kernel.anchoring._verify import NOT_ANCHORED, Verdict
 from nexus_kernel.anchoring._verify import walk
 from nexus_kernel.config import load_settings
 from nexus_kernel.storage import DuckDBStore, PostgresStore
@@ -76,6 +79,10 @@ def test_unreachable_backend_retries_and_anchors_every_head_exactly_once(setting
         service.close_batch()
         assert service.stats["unavailable"] == 2 and service.backoff == pytest.approx(0.1)  # doubled
         assert len(service.queue.pending("ledger")) == 2
+        # an item of a queued head is only pending: `nexus verify` waits for it instead of failing
+        queued = log_store.read("log_leaves").sort_values("idx")["item_id"].iloc[7]
+        verdict = verify_item(queued, log_store, settings)
+        assert not verdict.verified and verdict.steps[-1].detail == NOT_ANCHORED and _pending(verdict)
 
         # a restart: a new service over the same store finds the queue as it was left
         log_store.close()
@@ -93,6 +100,8 @@ def test_unreachable_backend_retries_and_anchors_every_head_exactly_once(setting
             restarted.anchor_pending()
         restarted.recover()
         restarted.anchor_pending()  # again: nothing is anchored twice
+        bundle, failure = build_bundle(queued, log_store)
+        assert failure is None and bundle["anchor"] is not None  # anchored now: nothing left to wait for
         entries = remote.read("ledger")
         heads = log_store.read("log_heads")
         assert sorted(entries["head_id"]) == sorted(heads["head_id"]) and len(entries) == 3
@@ -190,3 +199,15 @@ def test_items_replayed_after_a_restart_are_not_logged_again(settings, tmp_path)
         assert len(leaves) == 11 and not leaves["item_id"].duplicated().any()
     finally:
         store.close()
+
+
+def test_only_a_closing_batch_or_a_queued_anchor_is_waited_for():
+    """``nexus verify`` waits on what is only pending, never on a proof that fails."""
+    def last(step: str, detail: str) -> Verdict:
+        return Verdict("point:x", [VerifyStep("item", True, ""), VerifyStep(step, False, detail)], None)
+
+    assert _pending(last("tree head", "no signed tree head covers leaf 3 yet (its batch has not closed)"))
+    assert _pending(last("anchor", NOT_ANCHORED))
+    assert not _pending(last("anchor", "the ledger holds no entry for this head"))
+    assert not _pending(last("leaf", "the stored item does not hash to the logged leaf"))
+    assert not _pending(Verdict("point:x", [], None))
