@@ -50,3 +50,25 @@ def test_scores_do_not_depend_on_the_batch_size():
     det = BOCPD(**PARAMS, deseasonalize=True)
     parts = np.concatenate([det.score_learn("s", x[a:a + 37]).statistic for a in range(0, len(x), 37)])
     assert np.allclose(whole, parts, equal_nan=True)
+
+
+def test_one_odd_season_in_the_search_buffer_does_not_hide_the_cycle():
+    """A sensor stuck for most of one season before the period search (as on the simulator's s0003 in
+    ``bench alarms``): every other season repeats the cycle, so the filter still finds it and BOCPD runs
+    on the values less it. A pattern that only the first seasons show is still not a cycle."""
+    from nexus_kernel.analysis.detectors import SeasonChange
+    from nexus_kernel.analysis.detectors.season_change import season_likeness
+
+    x = cycle(period=91, amplitude=4.2, seed=3)
+    x[455:540] = x[454]  # stuck for 85 points of the fifth season
+    assert season_likeness(x[:900], 91) >= 0.8
+    det = SeasonChange()
+    state = det.new_state()
+    det.deseasonalize(state, x)
+    assert state["active"] and state["period"] == 91
+    flat = BOCPD(**PARAMS, deseasonalize=True).score_learn("s", x).statistic
+    plain = BOCPD(**PARAMS).score_learn("s", x).statistic
+    assert (flat[1000:] >= 0.5).sum() * 4 < (plain[1000:] >= 0.5).sum()
+    wandering = x.copy()
+    wandering[300:] = 20.0 + np.random.default_rng(4).normal(size=len(x) - 300) * 3.0  # the cycle only at first
+    assert season_likeness(wandering[:900], 91) < 0.8
