@@ -53,8 +53,9 @@ THRESHOLD_GRID = (2.0, 2.5, 3.0, 3.5)
 # run-length statistic sits near 0 on steady data, so its likelihood reads a small blip as many sigmas
 FLOOR_GRIDS: dict[str, tuple[float, ...]] = {"bocpd": (0.0, 0.02, 0.05, 0.1)}
 # the ensemble's ``confirm`` (a member's likelihood counts only while its own excess reached this level within
-# the last ``short`` points; 0: always) is fixed at the ensemble's default, not a knob: as a knob over
-# (0, 0.5, 0.75, 1) the procedure scored 69.88 cross-validated standard (fixed at 0.5: 73.88)
+# the last ``short`` points; 0: always) and ``confirms`` (per member) are fixed at the ensemble's defaults,
+# not knobs: ``confirm`` as a knob over (0, 0.5, 0.75, 1) scored 69.88 cross-validated standard (fixed at
+# 0.3: 73.37); BOCPD's own level scores the same from 0.3 to 0.75
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Config:
     floors: tuple[tuple[str, float], ...] = ()  # per-member min_sd, over min_sd
     variants: tuple[tuple[str, str], ...] = ()  # member -> a name of VARIANTS[member]
     confirm: float = 0.0
+    confirms: tuple[tuple[str, float], ...] = ()  # per-member confirm, over confirm
 
     def source(self, member: str) -> str:
         """The cache's name for what ``member`` runs: the member, or ``member@variant``."""
@@ -92,7 +94,8 @@ class Config:
         return {"members": self.members(), "weights": self.weight_map(), "direct": self.direct,
                 "refractory": self.refractory,
                 "threshold": self.threshold, "along": self.along, "short": self.short, "warmup": self.warmup,
-                "cap": self.cap, "min_sd": self.min_sd, "floors": dict(self.floors), "confirm": self.confirm}
+                "cap": self.cap, "min_sd": self.min_sd, "floors": dict(self.floors), "confirm": self.confirm,
+                "confirms": dict(self.confirms)}
 
     def label(self) -> str:
         ws = ",".join(f"{m}:{w:g}" for m, w in self.weights if w > 0)
@@ -100,13 +103,15 @@ class Config:
         floors = "".join(f" floor[{m}]={v:g}" for m, v in self.floors)
         variants = "".join(f" {m}={v}" for m, v in self.variants)
         return (f"{{{ws}}}{direct} refractory={self.refractory} threshold={self.threshold:g} "
-                f"min_sd={self.min_sd:g}{floors}{variants} confirm={self.confirm:g}")
+                f"min_sd={self.min_sd:g}{floors}{variants} confirm={self.confirm:g}"
+                + "".join(f" confirm[{m}]={v:g}" for m, v in self.confirms))
 
 
 def default_config() -> Config:
     """The ensemble's current defaults as a configuration (the baseline)."""
     from nexus_kernel.analysis.detectors.ensemble import (
         DEFAULT_CONFIRM,
+        DEFAULT_CONFIRMS,
         DEFAULT_DIRECT,
         DEFAULT_FLOORS,
         DEFAULT_MEMBERS,
@@ -122,7 +127,8 @@ def default_config() -> Config:
             raise ValueError(f"the pool runs {m} with {POOL.get(m)}, the ensemble with {params}: keep them in step")
     weights = {m: DEFAULT_WEIGHTS.get(m, 1.0) for m in DEFAULT_MEMBERS}
     return Config(tuple((m, weights.get(m, 0.0)) for m in POOL), tuple(DEFAULT_DIRECT),
-                  floors=tuple(sorted(DEFAULT_FLOORS.items())), variants=tuple(variants), confirm=DEFAULT_CONFIRM)
+                  floors=tuple(sorted(DEFAULT_FLOORS.items())), variants=tuple(variants), confirm=DEFAULT_CONFIRM,
+                  confirms=tuple(sorted(DEFAULT_CONFIRMS.items())))
 
 
 def group_of(f) -> str:
@@ -154,9 +160,10 @@ class Cache:
             if w <= 0 and m not in cfg.direct:
                 continue
             z = self.member_z(key, m, cfg) * w
-            if cfg.confirm > 0.0 and w > 0:
+            level = dict(cfg.confirms).get(m, cfg.confirm)
+            if level > 0.0 and w > 0:
                 a = np.minimum(self.excess[key][cfg.source(m)], cfg.cap)
-                z = z * _confirmed(a, np.array([1e18]), cfg.confirm, float(cfg.short))
+                z = z * _confirmed(a, np.array([1e18]), level, float(cfg.short))
             if m in cfg.direct:
                 onset = _onsets(np.minimum(self.excess[key][cfg.source(m)], cfg.cap), np.zeros(1))
                 z = np.maximum(z, np.where(onset > 0.0, cfg.threshold * onset, 0.0))
@@ -252,10 +259,10 @@ def choose(train, cache: Cache, profile: str = "standard", start: Config | None 
     direct-only members speak (:data:`DIRECT_GRID`), and each member's variant (:data:`VARIANTS`, or
     none); ``passes`` rounds. Ties keep the current setting.
     """
-    from nexus_kernel.analysis.detectors.ensemble import DEFAULT_CONFIRM
+    from nexus_kernel.analysis.detectors.ensemble import DEFAULT_CONFIRM, DEFAULT_CONFIRMS
 
     cfg = start or Config(tuple((m, 0.0 if m in DIRECT_ONLY else 1.0) for m in POOL), DIRECT_ONLY,
-                          confirm=DEFAULT_CONFIRM)
+                          confirm=DEFAULT_CONFIRM, confirms=tuple(sorted(DEFAULT_CONFIRMS.items())))
     seen: dict[Config, tuple[float, float]] = {}
 
     def value(c: Config) -> tuple[float, float]:

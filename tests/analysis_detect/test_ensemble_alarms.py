@@ -1,6 +1,7 @@
 """The ensemble's alarm discipline: one alarm per incident, a strict quiet period, ``reopen`` to relax it."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -89,12 +90,12 @@ def test_bocpd_has_a_likelihood_floor_by_default_and_floors_are_checked():
 
 def test_the_bocpd_floor_quiets_noise_and_keeps_the_obvious():
     """On pure noise (six seeds of 3,000 points) the floor halves the false alarms or better (3 against 11
-    without it, both without ``confirm``); a 20-sigma spike is still flagged on its own point."""
+    without it, both without ``confirm``/``confirms``); a 20-sigma spike is still flagged on its own point."""
     floored = unfloored = 0
     for seed in range(6):
         noise = np.random.default_rng(seed).normal(20.0, 1.0, 3000)
-        floored += len(alarms(Ensemble(confirm=0.0), noise))
-        unfloored += len(alarms(Ensemble(floors={}, confirm=0.0), noise))
+        floored += len(alarms(Ensemble(confirm=0.0, confirms={}), noise))
+        unfloored += len(alarms(Ensemble(floors={}, confirm=0.0, confirms={}), noise))
     assert unfloored >= 2 * floored + 1, (floored, unfloored)
     spiked = np.random.default_rng(1).normal(20.0, 1.0, 450)
     spiked[300] += 20.0
@@ -108,18 +109,21 @@ def test_confirm_quiets_noise_the_likelihood_alone_reads_as_unusual():
     when written); a step of 6 sigma and a 20-sigma spike are flagged as without it."""
     import pytest
 
-    assert Ensemble().confirm == 0.3
+    assert Ensemble().confirm == 0.3 and Ensemble().confirms == {"bocpd": 0.5}
+    assert Ensemble(members={"bocpd": {}}).confirms == {}  # custom members start without per-member levels
     with pytest.raises(ValueError, match="confirm"):
         Ensemble(confirm=-1.0)
+    with pytest.raises(ValueError, match="confirm"):
+        Ensemble(confirms={"bocpd": math.inf})
     plain = confirmed = 0
     for seed in range(12):
         noise = np.random.default_rng(seed).normal(20.0, 1.0, 3000)
-        plain += len(alarms(Ensemble(floors={}, confirm=0.0), noise))
+        plain += len(alarms(Ensemble(floors={}, confirm=0.0, confirms={}), noise))
         confirmed += len(alarms(Ensemble(floors={}), noise))
     assert plain >= 2 * confirmed + 1, (plain, confirmed)
     x = np.random.default_rng(3).normal(20.0, 1.0, 900)
     x[500] += 20.0
     x[700:] += 6.0
-    for det in (Ensemble(), Ensemble(confirm=0.0)):
+    for det in (Ensemble(), Ensemble(confirm=0.0, confirms={})):
         found = alarms(det, x)
         assert 500 in found and any(700 <= i < 710 for i in found), found
