@@ -72,3 +72,28 @@ def test_one_odd_season_in_the_search_buffer_does_not_hide_the_cycle():
     wandering = x.copy()
     wandering[300:] = 20.0 + np.random.default_rng(4).normal(size=len(x) - 300) * 3.0  # the cycle only at first
     assert season_likeness(wandering[:900], 91) < 0.8
+
+
+def test_in_the_ensemble_the_season_filter_runs_once_for_both_members():
+    """The default ensemble runs season_change and a deseasonalizing BOCPD with the same filter: it runs
+    that filter once per batch and feeds BOCPD the values less its profile. The scores are exactly those
+    of BOCPD running its own filter, batch by batch, missing values included."""
+    from nexus_kernel.analysis.detectors import Ensemble, SeasonChange
+    from nexus_kernel.analysis.detectors.ensemble import _FedSeason
+
+    x = cycle(n=4000, period=40)
+    x[2500:2800] = 20.0 + np.random.default_rng(5).normal(size=300)  # the cycle stops
+    x[3300] += 9.0
+    x[[100, 1500, 1501]] = np.nan
+    shared = Ensemble()
+    assert isinstance(shared._detectors["bocpd"]._season, _FedSeason)
+    own = Ensemble()
+    own._fed = None
+    own._detectors["bocpd"]._season = SeasonChange()
+    for det in (shared, own):
+        det.stats = np.concatenate([det.score_learn("s", x[k:k + 137]).statistic for k in range(0, len(x), 137)])
+    assert np.array_equal(np.nan_to_num(shared.stats, nan=-1.0), np.nan_to_num(own.stats, nan=-1.0))
+    assert np.nanmax(shared.stats[2500:2600]) >= shared.threshold  # and the stop is flagged
+    # a BOCPD whose filter differs from the member's keeps its own
+    assert isinstance(Ensemble(members={"bocpd": {"deseasonalize": True}, "season_change": {"threshold": 4.0}})
+                      ._detectors["bocpd"]._season, SeasonChange)

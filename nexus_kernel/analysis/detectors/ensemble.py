@@ -301,6 +301,24 @@ DEFAULT_CONFIRM = 0.3
 DEFAULT_CONFIRMS: dict[str, float] = {"bocpd": 0.5}
 
 
+class _FedSeason:
+    """Stands in for BOCPD's own season filter inside an ensemble that also runs the ``season_change``
+    member with the same parameters: the ensemble runs that filter once per batch and hands BOCPD the
+    values less its profile (the same filter, on the same values, would otherwise run twice)."""
+
+    def __init__(self) -> None:
+        self.values: np.ndarray | None = None
+
+    def new_state(self) -> dict[str, Any]:
+        return {}
+
+    def deseasonalize(self, state: dict[str, Any], x: np.ndarray) -> np.ndarray:
+        values, self.values = self.values, None
+        if values is None or len(values) != len(x):
+            raise RuntimeError("the ensemble feeds BOCPD the values less their cycle before each batch")
+        return values
+
+
 @detectors.register("ensemble")
 class Ensemble(Detector):
     name = "ensemble"
@@ -337,6 +355,11 @@ class Ensemble(Detector):
         self.calibration, self.history, self.learning = calibration, history, learning
         self.estimation, self.reestimate = estimation, reestimate
         self._detectors = {name: detectors.get(name)(seed=seed, **p) for name, p in self.members.items()}
+        self._fed: _FedSeason | None = None
+        season, bocpd = self._detectors.get("season_change"), self._detectors.get("bocpd")
+        own = getattr(bocpd, "_season", None)
+        if season is not None and own is not None and own.params() == season.params():
+            self._fed = bocpd._season = _FedSeason()  # type: ignore[union-attr]
         self._last: dict[int, dict[str, Any]] = {}
 
     def new_state(self):
@@ -359,8 +382,18 @@ class Ensemble(Detector):
     def _run(self, state, x):
         key = state["key"]
         zs, results = [], []
+        ran = {}
+        if self._fed is not None:  # the season filter once, for its member and for BOCPD
+            season = self._detectors["season_change"]
+            season._states.get(key, {}).pop("offset", None)
+            ran["season_change"] = season.score_learn(key, x)
+            offset = season._states[key].pop("offset", None)
+            values = x.copy()
+            if offset is not None:
+                values[len(x) - len(offset):] -= offset
+            self._fed.values = values
         for name, det in self._detectors.items():
-            res = det.score_learn(key, x)
+            res = ran[name] if name in ran else det.score_learn(key, x)
             a = np.minimum(np.abs(res.statistic) / det.threshold, self.cap)
             weight = self.weights.get(name, 1.0)
             if not weight:  # a member that speaks only directly: no likelihood to keep
