@@ -265,30 +265,60 @@ class UpView:
         return "\n".join(out)
 
 
+#: how long ``nexus up`` waits for a store another process holds (a CLI command or a notebook of the same
+#: home that opened it while no runtime ran) before it gives up
+STORE_WAIT = 60.0
+
+
 async def run_up(settings: Settings, headless: bool = False, duration: float | None = None,
                  console: Console | None = None, on_ready: Callable[[], None] | None = None,
-                 gateway: bool = True, monitor: bool = True, scheduler: bool = True) -> int:
+                 gateway: bool = True, monitor: bool = True, scheduler: bool = True,
+                 store_wait: float = STORE_WAIT) -> int:
     """Run until Ctrl-C / SIGTERM (or ``duration`` seconds). Returns the exit code.
 
     Raises :class:`HomeBusyError` (naming the holder's PID) when another process holds the home's lock;
-    the lock is taken before anything is opened, so a refused start touches nothing.
+    the lock is taken before anything is opened, so a refused start touches nothing. A store that another
+    process of the home holds (a ``nexus query`` that opened it while no runtime ran) is waited for, up to
+    ``store_wait`` seconds, saying so; then :class:`~nexus_kernel.storage.StoreLockedError`.
     """
     console = console or Console()
     lock = HomeLock(settings.home).acquire()
     try:
-        return await _run_locked(settings, headless, duration, console, on_ready, gateway, monitor, scheduler)
+        return await _run_locked(settings, headless, duration, console, on_ready, gateway, monitor, scheduler,
+                                 store_wait)
     finally:
         lock.release()
 
 
+async def _open_runtime(settings: Settings, console: Console, wait: float) -> Runtime:
+    """The home's runtime, once the store is free: a process that opened the store while no runtime ran
+    (a CLI command, a kernel) holds it until it ends; from now on such processes go through this one."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+    from .storage import StoreLockedError
+
+    def told(state: Any) -> None:
+        if state.attempt_number == 1:
+            console.print(f"nexus up: waiting up to {wait:g} s for the store: {state.outcome.exception()}",
+                          markup=False, highlight=False, soft_wrap=True)
+
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(StoreLockedError),
+                                       stop=stop_after_delay(wait), wait=wait_exponential(min=0.1, max=1.0),
+                                       before_sleep=told, reraise=True):
+        with attempt:
+            return Runtime.open(settings)
+    raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
 async def _run_locked(settings: Settings, headless: bool, duration: float | None, console: Console,
-                      on_ready: Callable[[], None] | None, gateway: bool, monitor: bool, scheduler: bool) -> int:
+                      on_ready: Callable[[], None] | None, gateway: bool, monitor: bool, scheduler: bool,
+                      store_wait: float = STORE_WAIT) -> int:
     from .runtime import _discovery
 
     # a PID file older versions wrote: its PID means nothing now (the lock file names the holder)
     with contextlib.suppress(FileNotFoundError):
         (settings.home / "up.pid").unlink()
-    runtime = Runtime.open(settings)
+    runtime = await _open_runtime(settings, console, store_wait)
     view = UpView(runtime, console, headless)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -114,7 +114,7 @@ class AnchorService:
         table = TOPIC_TABLES.get(topic_kind)
         if table is None or frame.empty or "stream" not in frame or table[1] not in frame:
             return
-        for stream, times in frame.groupby("stream")[table[1]]:
+        for stream, times in frame.groupby("stream", observed=True)[table[1]]:
             newest = pd.to_datetime(times, utc=True).max()
             key = (topic_kind, str(stream))
             if pd.notna(newest) and (key not in self._marks or newest > self._marks[key]):

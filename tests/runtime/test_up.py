@@ -165,3 +165,60 @@ def test_the_terminal_table_keeps_names_whole_at_80_columns_and_names_counters_a
         assert "more)" in text if width == 80 else True  # the series that do not fit are counted, not cut
     line = UpView(None, Console(file=io.StringIO()), headless=True).line(rows)  # type: ignore[arg-type]
     assert "records_in=1234567 records_out=2345" in line
+
+
+HOLD_STORE = textwrap.dedent("""
+    import sys, time
+    from nexus_kernel.storage import DuckDBStore
+    store = DuckDBStore(sys.argv[1])
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+    store.close()
+""")
+
+
+def _holder(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process of the home that opened its store itself (a CLI command run while no runtime ran)."""
+    held = subprocess.Popen([sys.executable, "-c", HOLD_STORE, str(path), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
+    assert held.stdout is not None and held.stdout.readline().strip() == "holding"
+    return held
+
+
+def test_nexus_up_waits_for_a_store_another_process_of_the_home_holds(tmp_path: Path) -> None:
+    """A command that opened the DuckDB store while no runtime ran holds it until it ends: ``nexus up``
+    started meanwhile waits for it, says so, then runs (it used to exit at once with StoreLockedError)."""
+    home = tmp_path / "home"
+    held = _holder(home / "nexus.duckdb", 3.0)
+    env = {**os.environ, "NEXUS_HOME": str(home), "NEXUS_PORT": "0", "NEXUS_MONITOR_PORT": "0",
+           "NEXUS_SIM_SERIES": "3", "NEXUS_STORE": "duckdb"}
+    env.pop("NEXUS_REDIS_URL", None)
+    try:
+        ran = subprocess.run([*NEXUS, "up", "--headless", "--duration", "2"], capture_output=True, text=True,
+                             timeout=120, env=env)
+    finally:
+        held.wait(30)
+    assert ran.returncode == 0, ran.stderr
+    waited = [ln for ln in ran.stdout.splitlines() if ln.startswith("nexus up: waiting up to 60 s for the store")]
+    assert len(waited) == 1 and f"owned by process {held.pid}" in waited[0], ran.stdout
+    assert "stopped cleanly" in ran.stdout
+
+
+def test_nexus_up_gives_up_on_a_store_held_past_its_wait(tmp_path: Path) -> None:
+    import pytest
+
+    from nexus_kernel._up import run_up
+    from nexus_kernel.storage import StoreLockedError
+
+    settings = load_settings(home=tmp_path / "home", store="duckdb")
+    held = _holder(settings.home / "nexus.duckdb", 8.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreLockedError, match=f"owned by process {held.pid}"):
+            asyncio.run(run_up(settings, headless=True, duration=1, console=Console(file=io.StringIO()),
+                               gateway=False, monitor=False, scheduler=False, store_wait=1.0))
+        assert time.monotonic() - started < 6.0
+        assert not (settings.home / "runtime.json").exists()  # nothing advertised by a start that gave up
+    finally:
+        held.kill()
+        held.wait(30)
