@@ -118,6 +118,7 @@ import numpy as np
 from numba import njit
 
 from ._base import Detector, Result, detectors
+from .season_change import without_cycle
 
 
 @njit(cache=True, nogil=True)
@@ -387,11 +388,7 @@ class Ensemble(Detector):
             season = self._detectors["season_change"]
             season._states.get(key, {}).pop("offset", None)
             ran["season_change"] = season.score_learn(key, x)
-            offset = season._states[key].pop("offset", None)
-            values = x.copy()
-            if offset is not None:
-                values[len(x) - len(offset):] -= offset
-            self._fed.values = values
+            self._fed.values = without_cycle(season._states[key], x)
         for name, det in self._detectors.items():
             res = ran[name] if name in ran else det.score_learn(key, x)
             a = np.minimum(np.abs(res.statistic) / det.threshold, self.cap)

@@ -153,6 +153,16 @@ def season_likeness(buf: np.ndarray, period: int) -> float:
     return float(np.sort((cycles @ profile) / norms)[len(cycles) // 6])
 
 
+def without_cycle(state: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """``x`` less the cycle's part that the filter's run on ``x`` left in ``state`` (taken out of it); ``x``
+    as it is where the filter found no cycle or has not found its period yet."""
+    offset = state.pop("offset", None)
+    out = x.copy()
+    if offset is not None:
+        out[len(x) - len(offset):] -= offset
+    return out
+
+
 def refined_period(buf: np.ndarray, period: int, spread: int = 3) -> int:
     """The period within ``spread`` points of ``period`` (and at most half of ``buf``) whose seasons are
     the most alike (highest seasonal strength). The period finder can land a point or three off a long
@@ -215,11 +225,7 @@ class SeasonChange(SeasonalWarmup):
         assumes a level without a cycle (BOCPD): the cycle is not a change."""
         state.pop("offset", None)
         self._run(state, x)
-        offset = state.pop("offset", None)
-        out = x.copy()
-        if offset is not None:
-            out[len(x) - len(offset):] -= offset
-        return out
+        return without_cycle(state, x)
 
     def describe(self, facts: dict[str, Any], observed: float) -> str:
         z = facts.get("value") or 0.0
