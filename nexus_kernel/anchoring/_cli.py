@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from ._protocol import VerifyStep
-from ._verify import NOT_ANCHORED, Verdict
+from ._verify import BATCH_OPEN, NOT_ANCHORED, Verdict
 
 __all__ = ["anchoring_commands", "verify"]
 
@@ -48,7 +48,7 @@ def _pending(verdict: Verdict) -> bool:
     if verdict.verified or not verdict.steps:
         return False
     last = verdict.steps[-1]
-    return ((last.step == "tree head" and "has not closed" in last.detail)
+    return ((last.step == "tree head" and last.detail.endswith(BATCH_OPEN))
             or (last.step == "anchor" and last.detail == NOT_ANCHORED))
 
 

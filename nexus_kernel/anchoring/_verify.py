@@ -50,6 +50,8 @@ __all__ = ["Verdict", "verify_item", "verify_bundle", "build_bundle", "walk", "a
 
 #: The anchor step's problem while the head is queued for its anchor: only pending (``nexus verify`` waits)
 NOT_ANCHORED = "this tree head is not anchored yet (its batch is queued)"
+#: How the tree-head step's problem ends while no signed head covers the leaf yet: pending too
+BATCH_OPEN = "(its batch has not closed)"
 
 
 @dataclass
@@ -261,7 +263,7 @@ def build_bundle(iid: str, store: Any, log: MerkleLog | None = None) -> tuple[di
                                 f"{head.tree_size}: leaves were deleted")
     if head is None:
         return None, VerifyStep("tree head", False, f"no signed tree head covers leaf {rec['idx']} yet "
-                                "(its batch has not closed)")
+                                f"{BATCH_OPEN}")
     bundle: dict[str, Any] = {
         "schema": BUNDLE_SCHEMA,
         "item": {"id": iid, "kind": rec["kind"], "key": rec["item_key"], "body": body},
