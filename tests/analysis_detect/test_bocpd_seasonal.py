@@ -97,3 +97,40 @@ def test_in_the_ensemble_the_season_filter_runs_once_for_both_members():
     # a BOCPD whose filter differs from the member's keeps its own
     assert isinstance(Ensemble(members={"bocpd": {"deseasonalize": True}, "season_change": {"threshold": 4.0}})
                       ._detectors["bocpd"]._season, SeasonChange)
+
+
+def test_a_period_found_early_is_checked_again_on_the_whole_search():
+    """Three seasons (``early_search``, 150 points) place a period of 46 at 44 or 45 on most noise draws
+    (as on the simulator's s0008 in ``bench alarms``, where the residual kept part of the cycle and BOCPD
+    read it as changes: 10 false alarms on that series); at ``season_search`` points the period is checked
+    again and the filter restarts on the right one."""
+    from nexus_kernel.analysis.detectors import SeasonChange
+
+    x = cycle(n=1500, period=46, amplitude=3.5, seed=3)
+    det = SeasonChange()
+    state = det.new_state()
+    det.deseasonalize(state, x[:899])
+    assert state["period"] == 44  # the early guess, off by two
+    flat = det.deseasonalize(state, x[899:])
+    assert state["period"] == 46 and state["active"] and "recheck" not in state
+    residual = flat[-500:] - np.median(flat[-500:])
+    assert np.std(residual) < 1.25  # noise 1, the profile's own learning adds a little; 44 left about 1.6
+    assert abs(np.corrcoef(residual[:-1], residual[1:])[0, 1]) < 0.15
+
+
+def test_the_check_again_does_not_depend_on_the_batch_size():
+    from nexus_kernel.analysis.detectors import SeasonChange
+
+    x = cycle(n=1400, period=46, amplitude=3.5, seed=3)
+    x[1200:] = 20.0 + np.random.default_rng(5).normal(size=200)  # the cycle stops after the check
+    whole_det = SeasonChange()
+    whole = whole_det.score_learn("s", x)
+    det = SeasonChange()
+    parts = [det.score_learn("s", x[a:a + 41]) for a in range(0, len(x), 41)]
+    assert np.allclose(whole.statistic, np.concatenate([p.statistic for p in parts]), equal_nan=True)
+    assert np.allclose(whole.expected, np.concatenate([p.expected for p in parts]), equal_nan=True)
+    assert np.nanmin(whole.statistic[1200:1260]) <= -5.0  # and it still sees the stop
+    flat_whole = BOCPD(**PARAMS, deseasonalize=True).score_learn("s", x).statistic
+    bocpd = BOCPD(**PARAMS, deseasonalize=True)
+    flat_parts = np.concatenate([bocpd.score_learn("s", x[a:a + 41]).statistic for a in range(0, len(x), 41)])
+    assert np.allclose(flat_whole, flat_parts, equal_nan=True)
