@@ -25,13 +25,14 @@ from .robust_z import RobustZ
 from .season_change import SeasonChange
 from .seasonal import Seasonal
 from .sequence import SequenceNovelty
+from .spread import Spread
 from .stuck import Stuck
 from .trend import Trend
 
 __all__ = ["Detector", "Result", "RESULT_COLUMNS", "detectors", "z_to_score", "score_to_z", "find_period",
            "RobustZ", "EWMA", "HoltWintersResidual", "Seasonal", "IsolationForestDetector", "Cusum", "BOCPD",
            "LevelShift", "Trend", "Ensemble", "SequenceNovelty",
-           "RelativeEntropy", "ContextOSE", "Stuck", "MeanShift", "SeasonChange"]
+           "RelativeEntropy", "ContextOSE", "Stuck", "MeanShift", "SeasonChange", "Spread"]
 
 #: names kept for code written before a rename: old name -> (new name, why)
 RENAMED = {"HoltWinters": ("HoltWintersResidual", "the forecaster is nexus_kernel.analysis.forecasting.HoltWinters")}
