@@ -205,11 +205,11 @@ class SeasonChange(SeasonalWarmup):
             if p >= 2 and not self.period:
                 p = refined_period(x, p)
                 state["season"], state["period"] = np.zeros(p), p
-                if len(x) < self.season_search:
-                    state["recheck"] = x.copy()
             clear = (p >= 2 and len(x) >= 3 * p and seasonal_strength(x, p) >= self.min_strength
                      and season_likeness(x, p) >= self.min_likeness)
             self._start(x, state, clear)
+            if clear and not self.period and len(x) < self.season_search:
+                state["recheck"] = x.copy()
         recheck = state.get("recheck")
         if not score or recheck is None:
             return self._filter(x, state, score)
