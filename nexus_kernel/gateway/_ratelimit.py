@@ -129,15 +129,21 @@ class MemoryLimiter:
         self._log.clear()
 
 
+# The clock is read inside the script: a time taken before the call (one round trip earlier) let a
+# concurrent hit with a later time be stored first, so the oldest entry could be newer than ``now`` and the
+# Retry-After came out a second longer than the window (61 on a 60 s window, seen under load in CI).
+# Redis replicates a script's effects, not the script, so reading TIME in it is allowed (Redis >= 5).
 _LUA = """
-local key, now, window, limit, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local key, window, limit, tag = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 if count >= limit then
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   return tostring(tonumber(oldest[2]) + window - now)
 end
-redis.call('ZADD', key, now, member)
+redis.call('ZADD', key, now, t[1] .. '.' .. t[2] .. ':' .. tag)
 redis.call('PEXPIRE', key, math.ceil(window * 1000))
 return false
 """
@@ -175,14 +181,13 @@ class RedisLimiter:
 
     async def hit(self, key: str, limit: int) -> float | None:
         _check_limit(limit)
-        # Redis server time keeps processes on different clocks in one window.
-        seconds, micros = await self._redis.time()
-        now = seconds + micros / 1e6
+        # Redis server time (read in the script) keeps processes on different clocks in one window.
         answer: Any = await self._script(keys=[f"{self.prefix}:ratelimit:{key}"],
-                                         args=[now, self.window, limit, f"{now}:{uuid.uuid4().hex[:8]}"])
+                                         args=[self.window, limit, uuid.uuid4().hex[:8]])
         if answer is None:
             return None
-        return _retry_after(float(answer))
+        # never past the window: a server clock stepped back leaves entries newer than its ``now``
+        return _retry_after(min(float(answer), self.window))
 
     async def close(self) -> None:
         await self._redis.aclose()

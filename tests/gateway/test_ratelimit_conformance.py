@@ -234,3 +234,25 @@ def child_program(settings: Settings) -> str:
         "        await limiter.close()\n"
         "print(json.dumps(asyncio.run(main())))\n"
     )
+
+
+def test_redis_retry_after_never_exceeds_the_window_even_with_entries_newer_than_now(make_settings):
+    """Entries dated after the server's ``now`` (a server clock stepped back; before the clock was read
+    inside the script, also a concurrent hit stored ahead of an older reading: a Retry-After of 61 on a
+    60 s window failed this suite once under load) still get a Retry-After within the window."""
+    import redis.asyncio as aioredis
+
+    settings = make_settings(window=60.0)
+
+    async def scenario(limiter: RateLimiter) -> float | None:
+        client = aioredis.from_url(REDIS_URL)
+        try:
+            seconds, micros = await client.time()
+            ahead = seconds + micros / 1e6 + 5.0
+            await client.zadd(f"{settings.key_prefix}:ratelimit:k", {f"ahead-{i}": ahead for i in range(3)})
+        finally:
+            await client.aclose()
+        return await limiter.hit("k", 3)
+
+    answer = run("redis", settings, scenario)
+    assert is_retry(answer, 60.0) and answer == 60.0, answer
