@@ -226,12 +226,12 @@ class SeasonChange(SeasonalWarmup):
         if p == state["period"]:
             return self._filter(x, state, score)
         head_stat, head_exp = self._filter(x[:need], state, score)
-        head_offset = state.pop("offset", np.zeros(0))
+        head_offset = state.pop("offset")  # a filter that looks twice found a cycle: it always leaves offsets
         state["season"], state["period"] = np.zeros(p), p
         self._start(buf, state, state["active"])
         self._filter(buf, state, False)
         tail_stat, tail_exp = self._filter(x[need:], state, score)
-        state["offset"] = np.r_[head_offset, state.pop("offset", np.zeros(len(x) - need))]
+        state["offset"] = np.r_[head_offset, state.pop("offset")]
         return np.r_[head_stat, tail_stat], np.r_[head_exp, tail_exp]
 
     @staticmethod
