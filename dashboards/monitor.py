@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 from bokeh.core.properties import value as literal
-from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, Legend, LegendItem
+from bokeh.models import ColumnDataSource, CustomJS, DataRange1d, DatetimeTickFormatter, GlyphRenderer, Legend, LegendItem
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -115,6 +115,23 @@ SIDE_PANELS: dict[str, Callable[["Monitor"], pn.viewable.Viewable]] = {
 
 
 _ms = to_ms
+
+
+#: the swatch's visibility, copied to the renderer it stands for, found by name: a reference to it (as
+#: ``js_link`` holds) would make the renderer's data reachable from the legend again
+_FOLLOW_SWATCH = """
+const drawn = cb_obj.document.get_model_by_name(name);
+if (drawn != null) { drawn.visible = cb_obj.visible; }
+"""
+
+
+def _swatch(fig: Any, drawn: GlyphRenderer) -> GlyphRenderer:
+    """An empty renderer drawn like ``drawn`` (which must be named) for its legend entry; hiding the
+    swatch hides ``drawn``."""
+    source = ColumnDataSource({column: [] for column in drawn.data_source.column_names})
+    swatch = fig.add_glyph(source, drawn.glyph.clone())
+    swatch.js_on_change("visible", CustomJS(args={"name": drawn.name}, code=_FOLLOW_SWATCH))
+    return swatch
 
 
 class Monitor:
@@ -193,13 +210,15 @@ class Monitor:
                      output_backend="canvas", title="live", name="nexus-plot", x_axis_label="time (UTC)")
         fig.xaxis.formatter = DatetimeTickFormatter(seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M",
                                                     hourmin="%H:%M", hours="%H:%M", days="%Y-%m-%d")
-        band = fig.varea(x="x", y1="lo", y2="hi", source=self.band, fill_color=FORECAST_COLOR, fill_alpha=0.1)
-        forecast = fig.line(x="x", y="yhat", source=self.band, color=FORECAST_COLOR, line_width=2, line_dash="dashed")
-        self.renderers = [fig.line(x="x", y="y", source=src, color=SERIES_COLORS[i % len(SERIES_COLORS)], line_width=1.3)
-                          for i, src in enumerate(self.lines)]
+        band = fig.varea(x="x", y1="lo", y2="hi", source=self.band, fill_color=FORECAST_COLOR, fill_alpha=0.1,
+                         name="nexus-band-area")
+        forecast = fig.line(x="x", y="yhat", source=self.band, color=FORECAST_COLOR, line_width=2, line_dash="dashed",
+                            name="nexus-forecast-line")
+        self.renderers = [fig.line(x="x", y="y", source=src, color=SERIES_COLORS[i % len(SERIES_COLORS)], line_width=1.3,
+                                   name=f"nexus-series-{i}") for i, src in enumerate(self.lines)]
         changes = fig.segment(x0="x0", y0="y0", x1="x1", y1="y1", source=self.changes, color="#9467bd",
-                              line_dash="dotted", line_width=1.5)
-        marks = fig.scatter(x="x", y="y", source=self.marks, color="#d62728", size=8)
+                              line_dash="dotted", line_width=1.5, name="nexus-change-lines")
+        marks = fig.scatter(x="x", y="y", source=self.marks, color="#d62728", size=8, name="nexus-marks")
         # each line carries its series' name at its newest point, and the legend names it too
         # (right-aligned just above the point: a label to the right of it was cut off by the plot's edge)
         fig.text(x="x", y="y", text="text", source=self.ends, text_color="color", text_font_size="12px",
@@ -207,12 +226,17 @@ class Monitor:
                  name="nexus-line-labels")
         # the x-axis fits the lines and the forecast only (not markers or change-point segments)
         fig.x_range = DataRange1d(renderers=[*self.renderers, forecast], range_padding=0.03, only_visible=True)
-        self.series_items = [LegendItem(label=literal(""), renderers=[r], visible=False) for r in self.renderers]
-        self.forecast_item = LegendItem(label=literal("forecast"), renderers=[forecast], visible=False)
-        self.band_item = LegendItem(label=literal("90% band"), renderers=[band], visible=False)
+        # BokehJS rebuilds a legend's whole DOM (a canvas per entry) on any change reachable from its items,
+        # data included: every streamed point re-rendered it (a sixth of a page's CPU per update). So each
+        # entry names a swatch - an empty renderer drawn like its line, whose data never changes - and
+        # clicking the entry hides the swatch, which hides the line with it.
+        self.series_items = [LegendItem(label=literal(""), renderers=[_swatch(fig, r)], visible=False)
+                             for r in self.renderers]
+        self.forecast_item = LegendItem(label=literal("forecast"), renderers=[_swatch(fig, forecast)], visible=False)
+        self.band_item = LegendItem(label=literal("90% band"), renderers=[_swatch(fig, band)], visible=False)
         legend = Legend(items=[*self.series_items, self.forecast_item, self.band_item,
-                               LegendItem(label=literal("anomaly"), renderers=[marks]),
-                               LegendItem(label=literal("change point"), renderers=[changes])],
+                               LegendItem(label=literal("anomaly"), renderers=[_swatch(fig, marks)]),
+                               LegendItem(label=literal("change point"), renderers=[_swatch(fig, changes)])],
                         location="top_left", click_policy="hide", name="nexus-legend")
         fig.add_layout(legend, "right")
         fig.tags = [self.clock]  # part of the document (no glyph): the browser reads update timing from it

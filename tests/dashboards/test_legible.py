@@ -4,7 +4,8 @@ What the browser holds (BokehJS models, not server-side state): the legend names
 the forecast; each drawn line carries its series' name at its newest point; the forecast band starts at
 the first chosen line's newest point (band of zero width there) and covers only later times; the data
 source line is plain text (no warning box); the overview's figures carry units; the anomaly feed reads
-as sentences, with the facts as rows (no JSON) and times without microseconds.
+as sentences, with the facts as rows (no JSON) and times without microseconds; a click on a legend entry
+hides its line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ STATE_JS = """() => {
           band_x: Array.from(band.x), band_lo: Array.from(band.lo), band_hi: Array.from(band.hi),
           band_yhat: Array.from(band.yhat)};
 }"""
+
+VISIBLE_JS = """(shown) => Bokeh.documents[0].get_model_by_name('nexus-series-0').visible === shown"""
 
 
 def test_monitor_names_series_draws_the_forecast_ahead_and_reads_as_text(chromium: str, artifacts: Path,
@@ -77,6 +80,14 @@ def test_monitor_names_series_draws_the_forecast_ahead_and_reads_as_text(chromiu
                 latest = await page.locator("text=latest").first.inner_text()
                 assert not re.search(r"\.\d{6}", latest), latest
                 await page.screenshot(path=str(artifacts / "monitor-legible.png"), full_page=True)
+                # the legend's entries are swatches (BokehJS re-renders a legend on any change it can reach,
+                # so it must not reach the streamed lines): a click on one still hides its line, and a
+                # second click shows it again
+                entry = page.locator(".bk-item", has_text="s0000").first
+                await entry.click()
+                await page.wait_for_function(VISIBLE_JS, arg=False, timeout=5_000)
+                await entry.click()
+                await page.wait_for_function(VISIBLE_JS, arg=True, timeout=5_000)
             finally:
                 await browser.close()
 

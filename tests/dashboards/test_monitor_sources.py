@@ -108,6 +108,39 @@ def test_embedded_feed_shows_the_pipelines_own_anomalies(home: Path) -> None:
     asyncio.run(main())
 
 
+def test_the_legend_reaches_no_data_that_changes(home: Path) -> None:
+    """BokehJS rebuilds a legend's DOM on every change reachable from its items: a legend entry that held
+    a streamed line re-rendered on each update (a sixth of a page's CPU in ``bench dashboard``). Each
+    entry holds a swatch whose empty source never changes, and a swatch stands for a renderer by name."""
+    from bokeh.models import ColumnDataSource, GlyphRenderer, Legend
+
+    from dashboards import EmbeddedSource, build_monitor
+    from nexus_kernel.config import load_settings
+    from nexus_kernel.storage import open_store
+
+    settings = load_settings(home=home, batch_interval=0.1, store="memory")
+    source = EmbeddedSource.start(settings, store=open_store("memory"))
+    try:
+        monitor = build_monitor(source, start=False).monitor
+        legend = monitor.figure.select_one({"type": Legend})
+        reached = legend.references()
+        changing = {*monitor.lines, monitor.marks, monitor.changes, monitor.band, monitor.ends, monitor.clock}
+        assert not reached & changing
+        swatches = [r for item in legend.items for r in item.renderers]
+        assert len(swatches) == len(legend.items) == len(monitor.lines) + 4
+        drawn = {r.name: r for r in monitor.figure.renderers if isinstance(r, GlyphRenderer) and r.name}
+        for swatch in swatches:
+            assert isinstance(swatch.data_source, ColumnDataSource) and not any(swatch.data_source.data.values())
+            (follow,) = swatch.js_property_callbacks["change:visible"]
+            target = drawn[follow.args["name"]]  # the renderer it hides, found by name
+            assert type(target.glyph) is type(swatch.glyph) and target.data_source in changing
+        assert [drawn[f"nexus-series-{i}"].data_source for i in range(len(monitor.lines))] == monitor.lines
+    finally:
+        import asyncio
+
+        asyncio.run(source.aclose())
+
+
 def test_downsample_keeps_extremes_and_bounds_output() -> None:
     from dashboards import downsample
 
