@@ -211,3 +211,49 @@ def test_only_a_closing_batch_or_a_queued_anchor_is_waited_for():
     assert not _pending(last("anchor", "the ledger holds no entry for this head"))
     assert not _pending(last("leaf", "the stored item does not hash to the logged leaf"))
     assert not _pending(Verdict("point:x", [], None))
+
+
+def test_frames_from_the_bus_share_one_log_append_per_kind(tmp_path):
+    """The follower queues what the bus brings and logs it at most ``DRAIN_EVERY`` s later, one append
+    (one store transaction) per kind for every frame queued meanwhile: 40 frames of records and 4 of
+    anomalies, published in a burst, are all logged, in far fewer appends than frames (each append
+    stamps its leaves with one ``appended_at``), and within a second of the last frame."""
+    from nexus_kernel.anchoring._service import DRAIN_EVERY
+    from nexus_kernel.storage import MemoryBus, topic
+
+    settings = load_settings(home=tmp_path / "home", anchor_every=100_000, anchor_interval=3600)
+    store = DuckDBStore(":memory:")
+    bus = MemoryBus()
+    service = AnchorService(settings, store, bus=bus).start()
+    try:
+        frame = _stored(store, 0, 400)
+        anomalies = pd.DataFrame({"stream": ["pumps"] * 4, "series": ["p1"] * 4, "field": ["value"] * 4,
+                                  "detector": ["robust_z"] * 4,
+                                  "ts": frame["ts"].iloc[[10, 110, 210, 310]].to_numpy(), "score": [0.9] * 4,
+                                  "is_anomaly": [True] * 4, "reason": ["{}"] * 4})
+        store.append("anomalies", anomalies)
+        deadline = time.monotonic() + 30
+        while not bus.stats()["subscribers"]:
+            assert time.monotonic() < deadline, "the service never subscribed"
+            time.sleep(0.01)
+        for i in range(40):
+            bus.publish_nowait(topic("pumps", "points"), frame.iloc[10 * i:10 * i + 10])
+            if i % 10 == 0:
+                bus.publish_nowait(topic("pumps", "anomalies"), anomalies.iloc[[i // 10]])
+        published = time.monotonic()
+        while service.log.size < 404:
+            assert time.monotonic() - published < 2 * DRAIN_EVERY + 1.0, service.status()
+            time.sleep(0.02)
+        leaves = store.read("log_leaves")
+        assert len(leaves) == 404 and leaves["item_id"].is_unique
+        assert sorted(leaves["kind"].value_counts().to_dict().items()) == [("anomaly", 4), ("record", 400)]
+        appends = leaves.groupby("kind")["appended_at"].nunique()
+        assert appends["record"] <= 6 and appends["anomaly"] <= 4, appends  # 40 frames, 4 frames
+        head = service.close_batch()
+        assert head is not None and head.tree_size == 404
+        for kind in ("record", "anomaly"):
+            assert verify_item(leaves[leaves["kind"] == kind]["item_id"].iloc[-1], store, settings).verified
+    finally:
+        service.close()
+        bus.close()
+        store.close()
