@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
+import time
+import weakref
 from typing import Any
 
 import pandas as pd
@@ -28,24 +31,67 @@ import panel as pn
 
 from nexus_kernel.anchoring import ITEM_KINDS, item_id
 
-__all__ = ["AnchoringPanel", "anchoring_api"]
+__all__ = ["AnchoringPanel", "SharedAnswers", "anchoring_api"]
 
 log = logging.getLogger("dashboards.anchoring")
 
 
-def anchoring_api(source: Any) -> Any | None:
-    """An SDK client that reaches the anchoring routes for ``source``, or None when there is no gateway."""
-    client = getattr(source, "client", None)
-    if client is not None:
-        return client
-    runtime = getattr(source, "runtime", None)
-    if runtime is None:
-        return None
-    # The monitor nexus up serves runs on the loop that serves its gateway: a blocking call to that gateway
-    # from here would wait for itself. It gets the routes' answers in-process instead (same code, same JSON).
-    from nexus_kernel.anchoring._api import LocalAnchoringApi
+class SharedAnswers:
+    """The anchoring calls of every page on one source: ``anchors`` asked once per ``ttl`` seconds for all
+    of them, ``verify`` (a viewer's click) always asked.
 
-    return LocalAnchoringApi(runtime)
+    Ten pages, each asking for the recent anchors every 5 s, read the store twice a second on the loop
+    that serves them (a ninth of that loop's busy time in ``bench dashboard``'s server, py-spy).
+    """
+
+    def __init__(self, api: Any, ttl: float = 2.0) -> None:
+        self.api, self.ttl = api, ttl
+        self._answers: dict[int, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def anchors(self, limit: int = 20) -> Any:
+        with self._lock:
+            asked = self._answers.get(limit)
+        if asked is not None and time.monotonic() - asked[0] < self.ttl:
+            return asked[1]
+        answer = self.api.anchors(limit=limit)
+        with self._lock:
+            self._answers[limit] = (time.monotonic(), answer)
+        return answer
+
+    def verify(self, item_id: str) -> Any:
+        return self.api.verify(item_id)
+
+
+_shared: weakref.WeakKeyDictionary[Any, SharedAnswers] = weakref.WeakKeyDictionary()
+
+
+def anchoring_api(source: Any) -> SharedAnswers | None:
+    """The anchoring routes for ``source`` (its SDK client's, or a runtime's in process), shared by every
+    page on it; None when there is no gateway."""
+    try:
+        shared = _shared.get(source)
+    except TypeError:  # a source that takes no weak reference: its pages do not share
+        shared = None
+    if shared is not None:
+        return shared
+    api: Any = getattr(source, "client", None)
+    if api is None:
+        runtime = getattr(source, "runtime", None)
+        if runtime is None:
+            return None
+        # The monitor nexus up serves runs on the loop that serves its gateway: a blocking call to that
+        # gateway from here would wait for itself. It gets the routes' answers in-process instead (same
+        # code, same JSON).
+        from nexus_kernel.anchoring._api import LocalAnchoringApi
+
+        api = LocalAnchoringApi(runtime)
+    shared = SharedAnswers(api)
+    try:
+        _shared[source] = shared
+    except TypeError:
+        pass
+    return shared
 
 
 def _ids(anomalies: pd.DataFrame) -> dict[str, str]:

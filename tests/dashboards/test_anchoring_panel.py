@@ -55,3 +55,35 @@ def test_an_embedded_source_gets_the_same_answers_in_process(tmp_path):
             assert local.verify(ids[0]) == client.verify(ids[0])
             assert local.anchors(limit=3) == client.anchors(limit=3)
     assert "no gateway" in AnchoringPanel(anchoring_api(SimpleNamespace())).recent.object
+
+
+def test_the_pages_of_one_source_share_one_read_of_the_anchors(tmp_path):
+    """Every page on a source gets the same anchoring calls (``anchoring_api`` once per source): the
+    recent anchors are read once per ``ttl`` for all of them, and a newer anchor shows after it; verify
+    always asks."""
+    import time
+
+    from dashboards._anchoring_panel import SharedAnswers
+
+    class Source:  # what the panel reads of a monitor source: its runtime (weakly referenced, as sources are)
+        def __init__(self, runtime):
+            self.runtime = runtime
+
+    for gw in serve(tmp_path):
+        runtime = gw.services.runtime
+        source = Source(runtime)
+        first, second = anchoring_api(source), anchoring_api(source)
+        assert isinstance(first, SharedAnswers) and first is second
+        ids = _anchor(gw.settings, runtime.store)
+        first.ttl = 0.5
+        answer = first.anchors(limit=8)
+        assert second.anchors(limit=8) is answer  # the second page: no second read
+        assert first.verify(ids[0])["verified"]
+        later = _feed().assign(series=["c", "d"])
+        _anchor(gw.settings, runtime.store, later)  # a second anchor, made after the read
+        heads = answer["receipts"]["columns"]["head_id"]
+        assert second.anchors(limit=8)["receipts"]["columns"]["head_id"] == heads  # within the ttl: as read
+        time.sleep(0.6)
+        newer = second.anchors(limit=8)["receipts"]["columns"]["head_id"]
+        assert len(newer) > len(heads) and set(heads) <= set(newer)
+        assert anchoring_api(Source(runtime)) is not first  # another source, its own
