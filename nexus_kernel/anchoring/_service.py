@@ -109,11 +109,13 @@ class AnchorService:
 
         A store failure keeps the frame (and every later one, to keep their order) for the next try.
         """
-        kind = TOPIC_KINDS.get(topic_kind, topic_kind)
         with self._lock:
-            self._mark(topic_kind, frame)
-            self._unlogged.append((kind, frame))
+            self._enqueue(topic_kind, frame)
             return self._drain()
+
+    def _enqueue(self, topic_kind: str, frame: pd.DataFrame) -> None:
+        self._mark(topic_kind, frame)
+        self._unlogged.append((TOPIC_KINDS.get(topic_kind, topic_kind), frame))
 
     def _mark(self, topic_kind: str, frame: pd.DataFrame) -> None:
         """Remember each stream's newest time in ``frame`` (where :meth:`backfill` starts after a lag)."""
@@ -160,10 +162,8 @@ class AnchorService:
         What the bus follower does: the frames queued meanwhile are logged kind by kind, one store
         transaction per kind, where logging each frame as it came cost a transaction per frame.
         """
-        kind = TOPIC_KINDS.get(topic_kind, topic_kind)
         with self._lock:
-            self._mark(topic_kind, frame)
-            self._unlogged.append((kind, frame))
+            self._enqueue(topic_kind, frame)
             if time.monotonic() - self._drained_at >= DRAIN_EVERY:
                 self._drain()
 
