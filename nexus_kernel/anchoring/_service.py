@@ -9,7 +9,7 @@ backend (``settings.anchor_backend``).
 
 Failure: :class:`AnchorUnavailable` leaves the heads queued and retries after a bounded exponential
 backoff (0.5 s doubling to ``anchor_retry_max``); :class:`AnchorDropped` records the drop and the head is
-submitted again. A store that fails while items are logged keeps the frames in memory (in order) and
+submitted again. A store that fails while items are logged keeps the frames in memory (each kind in order) and
 tries again. A subscription that lags (:class:`~nexus_kernel.storage.SubscriberLagged`: the bus dropped
 frames) is renewed and the service logs from the store what it missed (:meth:`backfill`): the store is the
 source of truth, the bus only the trigger. On start it signs a head over leaves logged but not yet covered (a crash between the two) and
@@ -107,7 +107,8 @@ class AnchorService:
     def ingest(self, topic_kind: str, frame: pd.DataFrame) -> int:
         """Log the items of a frame of bus kind ``topic_kind``; returns the number newly logged.
 
-        A store failure keeps the frame (and every later one, to keep their order) for the next try.
+        A store failure keeps the frame, and every queued frame of its kind after it, in order, for the next
+        try (frames of other kinds queued before the failure may be logged meanwhile).
         """
         with self._lock:
             self._enqueue(topic_kind, frame)

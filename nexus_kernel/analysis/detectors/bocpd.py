@@ -63,8 +63,8 @@ from ._base import expected_phrase as _expected
 
 @njit(cache=True, nogil=True)
 def _bocpd(x, prob, mu, kappa, alpha, beta, meta, hazard, short, elg, floor, rate):
-    # prob/mu/kappa/alpha/beta: arrays over run length; meta: active runs, loc, scale, the long-run mean
-    # absolute step, the last value
+    # prob/mu/kappa/alpha/beta: arrays over run length; meta: active runs, loc, scale, the running median
+    # of the absolute step, the last value
     n = x.shape[0]
     R = prob.shape[0]
     stat = np.full(n, np.nan)
