@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -126,9 +127,10 @@ if (drawn != null) { drawn.visible = cb_obj.visible; }
 
 
 def _swatch(fig: Any, drawn: GlyphRenderer) -> GlyphRenderer:
-    """An empty renderer drawn like ``drawn`` (which must be named) for its legend entry; hiding the
-    swatch hides ``drawn``."""
-    source = ColumnDataSource({column: [] for column in drawn.data_source.column_names})
+    """A renderer drawn like ``drawn`` (which must be named) for its legend entry, whose one point is
+    missing (NaN: nothing on the plot, nothing in the ranges); hiding the swatch hides ``drawn``. BokehJS
+    draws no legend glyph for a renderer without data, so an empty source left the entry without its colour."""
+    source = ColumnDataSource({column: [math.nan] for column in drawn.data_source.column_names})
     swatch = fig.add_glyph(source, drawn.glyph.clone())
     swatch.js_on_change("visible", CustomJS(args={"name": drawn.name}, code=_FOLLOW_SWATCH))
     return swatch
@@ -228,7 +230,7 @@ class Monitor:
         fig.x_range = DataRange1d(renderers=[*self.renderers, forecast], range_padding=0.03, only_visible=True)
         # BokehJS rebuilds a legend's whole DOM (a canvas per entry) on any change reachable from its items,
         # data included: every streamed point re-rendered it (a sixth of a page's CPU per update). So each
-        # entry names a swatch - an empty renderer drawn like its line, whose data never changes - and
+        # entry names a swatch - a renderer drawn like its line, on one missing point that never changes - and
         # clicking the entry hides the swatch, which hides the line with it.
         self.series_items = [LegendItem(label=literal(""), renderers=[_swatch(fig, r)], visible=False)
                              for r in self.renderers]

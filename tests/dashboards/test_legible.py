@@ -4,8 +4,8 @@ What the browser holds (BokehJS models, not server-side state): the legend names
 the forecast; each drawn line carries its series' name at its newest point; the forecast band starts at
 the first chosen line's newest point (band of zero width there) and covers only later times; the data
 source line is plain text (no warning box); the overview's figures carry units; the anomaly feed reads
-as sentences, with the facts as rows (no JSON) and times without microseconds; a click on a legend entry
-hides its line.
+as sentences, with the facts as rows (no JSON) and times without microseconds; each legend entry shows
+its line's colour, and a click on it hides its line.
 """
 
 from __future__ import annotations
@@ -32,11 +32,21 @@ STATE_JS = """() => {
 
 VISIBLE_JS = """(shown) => Bokeh.documents[0].get_model_by_name('nexus-series-0').visible === shown"""
 
+# the colours drawn on a legend entry's own canvas (its swatch), as "r,g,b" of the opaque pixels
+SWATCH_JS = """(entry) => {
+  const canvas = entry.querySelector('canvas');
+  const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const seen = new Set();
+  for (let i = 0; i < data.length; i += 4) { if (data[i + 3] === 255) seen.add(`${data[i]},${data[i + 1]},${data[i + 2]}`); }
+  return Array.from(seen);
+}"""
+
 
 def test_monitor_names_series_draws_the_forecast_ahead_and_reads_as_text(chromium: str, artifacts: Path,
                                                                          tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
+    from dashboards.monitor import SERIES_COLORS
     from nexus_kernel.gateway import mint_token
 
     served = MonitorThread(tmp_path / "home")
@@ -84,6 +94,9 @@ def test_monitor_names_series_draws_the_forecast_ahead_and_reads_as_text(chromiu
                 # so it must not reach the streamed lines): a click on one still hides its line, and a
                 # second click shows it again
                 entry = page.locator(".bk-item", has_text="s0000").first
+                # the entry shows its line's colour (BokehJS draws no legend glyph for a renderer without data)
+                first_colour = ",".join(str(int(SERIES_COLORS[0][k:k + 2], 16)) for k in (1, 3, 5))
+                assert first_colour in await entry.evaluate(SWATCH_JS)
                 await entry.click()
                 await page.wait_for_function(VISIBLE_JS, arg=False, timeout=5_000)
                 await entry.click()
