@@ -11,6 +11,7 @@ forecaster per (stream, series, field): bounded per series.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,13 @@ ANOMALY_COLUMNS = ("stream", "series", "field", "ts", "detector", "score", "is_a
 
 
 def empty_anomalies() -> pd.DataFrame:
+    """No anomalies, in the contract's columns and types (a copy: callers may add to it)."""
+    # every analysis call starts from one: building the eight typed columns cost 0.8 ms, a copy 40 us
+    return _empty_anomalies().copy()
+
+
+@functools.cache
+def _empty_anomalies() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "stream": pd.Series([], dtype="string"),

@@ -127,7 +127,8 @@ class ContextOSE(Detector):
         return st
 
     def _score_of(self, statistic):
-        return np.nan_to_num(np.clip(statistic, 0.0, 1.0))
+        score = np.clip(statistic, 0.0, 1.0)
+        return np.where(np.isnan(score), 0.0, score)  # (np.nan_to_num cost more, per micro-batch)
 
     def _feed(self, st: dict, x: np.ndarray) -> np.ndarray:
         n = len(x)

@@ -254,6 +254,59 @@ def _confirmed(a, meta, level, span):
 
 
 @njit(cache=True, nogil=True)
+def _member_z(stat, threshold, cap, lik, along, short, warm, min_sd, weight, level, confirmed, above, alarm):
+    # one member's part of the ensemble z in one pass, the same numbers as its excess, then _likelihood,
+    # the weight, _confirmed and _onsets in turn (weight 0: no likelihood; level 0: no confirmation;
+    # ``above`` empty: not direct): a micro-batch holds a few points per series, and one call per member
+    # costs less than the eight array operations and three calls it replaces
+    n = stat.shape[0]
+    out = np.zeros(n)
+    c, m, v, s = lik[0], lik[1], lik[2], lik[3]
+    since = confirmed[0]
+    direct = above.shape[0] > 0
+    up = above[0] if direct else 0.0
+    for i in range(n):
+        ai = abs(stat[i]) / threshold
+        if ai > cap:  # NaN stays NaN, as with np.minimum
+            ai = cap
+        finite = math.isfinite(ai)
+        z = 0.0
+        if weight != 0.0:
+            if finite:
+                s += (ai - s) / min(c + 1.0, short)
+                if c >= warm:
+                    z = (s - m) / max(math.sqrt(v), min_sd, 1e-6)
+                al = max(along, 1.0 / (c + 1.0))
+                d = ai - m
+                m += al * d
+                v = (1.0 - al) * (v + al * d * d)
+                c += 1.0
+            z = z * weight
+            if level > 0.0:
+                if finite and ai >= level:
+                    since = 0.0
+                else:
+                    since += 1.0
+                z = z * (1.0 if since < short else 0.0)
+        if direct:
+            onset = 0.0
+            if finite:
+                if ai >= 1.0 and up == 0.0:
+                    onset = ai
+                up = 1.0 if ai >= 1.0 else 0.0
+            strong = alarm * onset if onset > 0.0 else 0.0
+            z = z if z > strong else strong  # as np.maximum: a tie gives the second (0.0 over -0.0)
+        out[i] = z
+    if weight != 0.0:
+        lik[0], lik[1], lik[2], lik[3] = c, m, v, s
+        if level > 0.0:
+            confirmed[0] = since
+    if direct:
+        above[0] = up
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _refractory(z, meta, level, span, reopen):
     # meta: points since the last alarm
     out = z.copy()
@@ -267,6 +320,8 @@ def _refractory(z, meta, level, span, reopen):
     meta[0] = since
     return out
 
+
+_NOT_DIRECT = np.zeros(0)  # the ``above`` of a member that does not speak directly
 
 # the z whose Gaussian tail (with nupic's 1.4142) is 1e-3, nupic's "yellow" likelihood
 _Z_YELLOW = 1.4142 * float(__import__("scipy.special", fromlist=["erfcinv"]).erfcinv(2e-3))
@@ -391,8 +446,16 @@ class Ensemble(Detector):
             self._fed.values = without_cycle(season._states[key], x)
         for name, det in self._detectors.items():
             res = ran[name] if name in ran else det.score_learn(key, x)
-            a = np.minimum(np.abs(res.statistic) / det.threshold, self.cap)
             weight = self.weights.get(name, 1.0)
+            if self.calibration == "ewm":  # the default: one pass per member
+                zs.append(_member_z(res.statistic, float(det.threshold), float(self.cap), state["lik"][name],
+                                    float(self.along), float(self.short), float(self.warmup),
+                                    float(max(self.min_sd, self.floors.get(name, 0.0))), float(weight),
+                                    float(self.confirms.get(name, self.confirm)), state["confirmed"][name],
+                                    state["above"].get(name, _NOT_DIRECT), float(self.threshold)))
+                results.append(res)
+                continue
+            a = np.minimum(np.abs(res.statistic) / det.threshold, self.cap)
             if not weight:  # a member that speaks only directly: no likelihood to keep
                 z = np.zeros(len(x))
             elif self.calibration == "numenta":

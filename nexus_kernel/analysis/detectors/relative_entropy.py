@@ -113,7 +113,8 @@ class RelativeEntropy(Detector):
 
     def _score_of(self, statistic):
         # a divergence of ``threshold`` nats maps to 0.5; 0 nats to 0
-        s = np.nan_to_num(np.maximum(np.asarray(statistic, dtype=np.float64), 0.0))
+        s = np.maximum(np.asarray(statistic, dtype=np.float64), 0.0)
+        s = np.where(np.isnan(s), 0.0, s)  # (np.nan_to_num cost more than the rest, per micro-batch)
         return 1.0 - np.exp(-s * math.log(2.0) / self.threshold)
 
     def _run(self, state, x):

@@ -134,7 +134,8 @@ class SequenceNovelty(Detector):
                 "nxt": np.zeros(size, dtype=np.int64), "meta": np.zeros(3)}
 
     def _score_of(self, statistic):
-        return np.nan_to_num(np.clip(statistic, 0.0, 1.0))
+        score = np.clip(statistic, 0.0, 1.0)
+        return np.where(np.isnan(score), 0.0, score)  # (np.nan_to_num cost more, per micro-batch)
 
     def _run(self, state, x):
         s = _sequence(x, state["hist"], state["ctx"], state["nxt"], state["meta"], self.bins, self.order,
