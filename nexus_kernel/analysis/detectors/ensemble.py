@@ -121,6 +121,35 @@ from ._base import Detector, Result, detectors
 from .season_change import without_cycle
 
 
+# One point's step of each part of a member's z (a finite excess ``ai``), shared by the kernels that run a
+# part over a batch (``_likelihood``, ``_confirmed``, ``_onsets``: the numenta path and bench/_nab_cv.py)
+# and by ``_member_z``, which runs them all in one pass.
+@njit(cache=True, nogil=True, inline="always")
+def _likelihood_step(ai, c, m, v, s, along, short, warm, min_sd):
+    # the short mean against the long one's deviation (0 before ``warm`` points), then the update
+    s += (ai - s) / min(c + 1.0, short)
+    z = (s - m) / max(math.sqrt(v), min_sd, 1e-6) if c >= warm else 0.0
+    al = max(along, 1.0 / (c + 1.0))
+    d = ai - m
+    m += al * d
+    v = (1.0 - al) * (v + al * d * d)
+    return z, c + 1.0, m, v, s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _confirm_step(ai, since, level):
+    # points since the member's own excess last reached ``level`` (``ai`` may be NaN)
+    return 0.0 if math.isfinite(ai) and ai >= level else since + 1.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _onset_step(ai, up):
+    # (the excess where it first passes 1, else 0; whether this point is past 1), ``ai`` may be NaN
+    if not math.isfinite(ai):
+        return 0.0, up
+    return (ai if ai >= 1.0 and up == 0.0 else 0.0), (1.0 if ai >= 1.0 else 0.0)
+
+
 @njit(cache=True, nogil=True)
 def _likelihood(a, meta, along, short, warm, min_sd):
     # meta: count, long mean, long var, short mean
@@ -128,17 +157,8 @@ def _likelihood(a, meta, along, short, warm, min_sd):
     out = np.zeros(n)
     c, m, v, s = meta[0], meta[1], meta[2], meta[3]
     for i in range(n):
-        ai = a[i]
-        if not math.isfinite(ai):
-            continue
-        s += (ai - s) / min(c + 1.0, short)
-        if c >= warm:
-            out[i] = (s - m) / max(math.sqrt(v), min_sd, 1e-6)
-        al = max(along, 1.0 / (c + 1.0))
-        d = ai - m
-        m += al * d
-        v = (1.0 - al) * (v + al * d * d)
-        c += 1.0
+        if math.isfinite(a[i]):
+            out[i], c, m, v, s = _likelihood_step(a[i], c, m, v, s, along, short, warm, min_sd)
     meta[0], meta[1], meta[2], meta[3] = c, m, v, s
     return out
 
@@ -225,12 +245,7 @@ def _onsets(a, meta):
     out = np.zeros(n)
     above = meta[0]
     for i in range(n):
-        ai = a[i]
-        if not math.isfinite(ai):
-            continue
-        if ai >= 1.0 and above == 0.0:
-            out[i] = ai
-        above = 1.0 if ai >= 1.0 else 0.0
+        out[i], above = _onset_step(a[i], above)
     meta[0] = above
     return out
 
@@ -242,11 +257,7 @@ def _confirmed(a, meta, level, span):
     out = np.zeros(n)
     since = meta[0]
     for i in range(n):
-        ai = a[i]
-        if math.isfinite(ai) and ai >= level:
-            since = 0.0
-        else:
-            since += 1.0
+        since = _confirm_step(a[i], since, level)
         if since < span:
             out[i] = 1.0
     meta[0] = since
@@ -269,31 +280,16 @@ def _member_z(stat, threshold, cap, lik, along, short, warm, min_sd, weight, lev
         ai = abs(stat[i]) / threshold
         if ai > cap:  # NaN stays NaN, as with np.minimum
             ai = cap
-        finite = math.isfinite(ai)
         z = 0.0
         if weight != 0.0:
-            if finite:
-                s += (ai - s) / min(c + 1.0, short)
-                if c >= warm:
-                    z = (s - m) / max(math.sqrt(v), min_sd, 1e-6)
-                al = max(along, 1.0 / (c + 1.0))
-                d = ai - m
-                m += al * d
-                v = (1.0 - al) * (v + al * d * d)
-                c += 1.0
+            if math.isfinite(ai):
+                z, c, m, v, s = _likelihood_step(ai, c, m, v, s, along, short, warm, min_sd)
             z = z * weight
             if level > 0.0:
-                if finite and ai >= level:
-                    since = 0.0
-                else:
-                    since += 1.0
+                since = _confirm_step(ai, since, level)
                 z = z * (1.0 if since < short else 0.0)
         if direct:
-            onset = 0.0
-            if finite:
-                if ai >= 1.0 and up == 0.0:
-                    onset = ai
-                up = 1.0 if ai >= 1.0 else 0.0
+            onset, up = _onset_step(ai, up)
             strong = alarm * onset if onset > 0.0 else 0.0
             z = z if z > strong else strong  # as np.maximum: a tie gives the second (0.0 over -0.0)
         out[i] = z
