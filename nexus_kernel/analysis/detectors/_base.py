@@ -80,34 +80,44 @@ def _utc_index(ts: pd.Series) -> pd.DatetimeIndex:
 def _row_order(frame: pd.DataFrame, stamps: pd.DatetimeIndex) -> np.ndarray | None:
     """The positions of ``frame``'s rows in stable (series, ts, seq) order, ``None`` when already so.
 
-    A stable lexsort of the columns' codes when nothing is missing (a live batch: a few points of many
-    series, where ``DataFrame.sort_values`` cost more than scoring them); else ``sort_values`` itself,
-    which places what is missing last."""
+    A stable lexsort of the columns' codes (a live batch: a few points of many series, where
+    ``DataFrame.sort_values`` cost more than scoring them); ``sort_values`` itself when a value is missing
+    (it places them last) or the series do not compare."""
     by = [c for c in ("series", "ts", "seq") if c in frame.columns]
     if not by:
         return None
-    try:
-        lex = []
-        if "seq" in frame.columns:
-            seq = frame["seq"]
-            if not pd.api.types.is_integer_dtype(seq.dtype) or seq.isna().any():
-                raise TypeError("seq with gaps or not whole numbers")
-            lex.append(seq.to_numpy(dtype=np.int64))
-        if "ts" in frame.columns:
-            if stamps.hasnans:
-                raise TypeError("missing times")
-            lex.append(stamps.asi8)
-        if "series" in frame.columns:
-            codes, _ = pd.factorize(frame["series"], sort=True)
-            if (codes < 0).any():
-                raise TypeError("missing series")
-            lex.append(codes)
-        order = np.lexsort(lex)
-    except TypeError:  # also: series of values that do not compare (numbers and text)
+    keys = _sort_keys(frame, stamps)
+    if keys is None:
         rows = frame.reset_index(drop=True)
-        rows = rows.assign(ts=stamps) if "ts" in by else rows  # by time, as the fast path: not by its text
+        rows = rows.assign(ts=stamps) if "ts" in by else rows  # by time, as the keys are: not by its text
         order = rows.sort_values(by, kind="stable").index.to_numpy()
+    else:
+        order = np.lexsort(keys)
     return None if (order[1:] > order[:-1]).all() else order
+
+
+def _sort_keys(frame: pd.DataFrame, stamps: pd.DatetimeIndex) -> list[np.ndarray] | None:
+    """``np.lexsort``'s keys for (series, ts, seq), the last first; ``None`` when a value is missing or
+    the series do not compare (numbers and text)."""
+    keys = []
+    if "seq" in frame.columns:
+        seq = frame["seq"]
+        if not pd.api.types.is_integer_dtype(seq.dtype) or seq.isna().any():
+            return None
+        keys.append(seq.to_numpy(dtype=np.int64))
+    if "ts" in frame.columns:
+        if stamps.hasnans:
+            return None
+        keys.append(stamps.asi8)
+    if "series" in frame.columns:
+        try:
+            codes, _ = pd.factorize(frame["series"], sort=True)
+        except TypeError:
+            return None
+        if (codes < 0).any():
+            return None
+        keys.append(codes)
+    return keys
 
 
 @dataclass
